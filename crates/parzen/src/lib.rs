@@ -1,0 +1,24 @@
+//! Hypercube Parzen-window density estimation: the workload of the orchestrator benchmark.
+//!
+//! The estimate follows Sebastian Raschka's "parallel programming with Python's
+//! multiprocessing" article: a sample counts towards the density at a point when it lies
+//! inside the axis-aligned hypercube of edge `h` centred on that point, and the density is
+//! `(k / n) / h^d`. [`estimate_naive`] is the literal reference; [`Prepared`] is the fast,
+//! bit-identical form that is shipped once to each worker.
+
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod data;
+pub mod error;
+pub mod estimate;
+pub mod gaussian;
+pub mod samples;
+pub mod widths;
+
+pub use data::{load, load_csv, load_npy, write_csv, write_npy};
+pub use error::{Error, Result};
+pub use estimate::{Prepared, estimate_naive, validate_width};
+pub use gaussian::Gaussian;
+pub use samples::Samples;
+pub use widths::{default_widths, parse_widths, seed_benchmark_widths};
