@@ -1,0 +1,289 @@
+//! Backends: the mechanics of running jobs somewhere (worker processes, OS threads, or
+//! inline). They all speak in [`Event`]s to the backend-independent policy in
+//! [`crate::supervisor`], which is why their results can be compared bit for bit.
+
+pub(crate) mod process;
+pub(crate) mod serial;
+pub(crate) mod thread;
+
+use crate::error::{Error, JobError};
+use crate::task::Task;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a pool runs its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// Isolated worker processes (the current binary re-executed), bincode over pipes.
+    #[default]
+    Process,
+    /// OS threads in this process sharing the context: same API, no serialization.
+    Thread,
+    /// Inline in the calling thread, one job at a time.
+    Serial,
+}
+
+impl Backend {
+    /// All backends, in the order reports list them.
+    pub const ALL: [Backend; 3] = [Backend::Serial, Backend::Thread, Backend::Process];
+
+    /// The lowercase name used on command lines and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            Backend::Thread => "thread",
+            Backend::Serial => "serial",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "process" => Ok(Backend::Process),
+            "thread" => Ok(Backend::Thread),
+            "serial" => Ok(Backend::Serial),
+            other => Err(Error::Config(format!(
+                "unknown backend {other:?} (expected process, thread or serial)"
+            ))),
+        }
+    }
+}
+
+/// A worker's id within its pool: unique per worker ever started, never reused.
+pub(crate) type WorkerKey = u32;
+
+/// What a backend tells the policy.
+pub(crate) enum Event<O> {
+    /// The worker greeted us (its pid) and speaks our protocol.
+    Hello { worker: WorkerKey, pid: u32 },
+    /// The context is installed; the worker takes jobs.
+    Ready { worker: WorkerKey },
+    /// One job finished.
+    Done {
+        worker: WorkerKey,
+        id: u64,
+        compute_ns: u64,
+        outcome: Result<O, JobError>,
+    },
+    /// The worker refused, broke the protocol, or otherwise must go; it is being killed
+    /// and an `Exited` follows.
+    Failed { worker: WorkerKey, reason: String },
+    /// The worker is gone (reaped).
+    Exited {
+        worker: WorkerKey,
+        status: String,
+        stderr_tail: String,
+    },
+}
+
+/// A job's input as a backend keeps it: encoded bytes (process: kept for re-dispatch) or
+/// the value itself (thread, serial: moved to the worker).
+pub(crate) enum Payload<T> {
+    Bytes(Vec<u8>),
+    Value(Option<T>),
+}
+
+/// Bounded, adaptive spinning before blocking: spin while recent waits were short
+/// enough for spinning to pay, probe again now and then when they were not.
+#[derive(Debug, Clone)]
+pub(crate) struct Spinner {
+    budget: Duration,
+    misses: u32,
+}
+
+impl Spinner {
+    pub(crate) fn new(budget: Duration) -> Spinner {
+        Spinner { budget, misses: 0 }
+    }
+
+    /// How long to spin before the next blocking wait.
+    pub(crate) fn budget(&self) -> Duration {
+        if self.misses >= 4 && !self.misses.is_multiple_of(16) {
+            Duration::ZERO
+        } else {
+            self.budget
+        }
+    }
+
+    /// Whether the last spin found what it waited for.
+    pub(crate) fn record(&mut self, hit: bool) {
+        self.misses = if hit {
+            0
+        } else {
+            self.misses.saturating_add(1)
+        };
+    }
+}
+
+/// What the pool's leader thread blocks on, without holding the pool's lock.
+pub(crate) enum Waiter {
+    /// Descriptors to poll (process backend).
+    Poll(Vec<process::unix::PollFd>),
+    /// The shared result queue (thread backend).
+    Queue(Arc<thread::EventQueue>),
+    /// Nothing to wait for (serial: everything already happened).
+    None,
+}
+
+impl Waiter {
+    /// Waits until something may have happened, spinning up to `spin` first; returns
+    /// whether the spin phase saw it (for the [`Spinner`]).
+    pub(crate) fn wait(self, timeout: Duration, spin: Duration) -> bool {
+        match self {
+            Waiter::Poll(mut fds) => {
+                if !spin.is_zero() {
+                    let until = Instant::now() + spin;
+                    loop {
+                        if process::unix::poll(&mut fds, Some(Duration::ZERO)).unwrap_or(1) > 0 {
+                            return true;
+                        }
+                        if Instant::now() >= until {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                let _ = process::unix::poll(&mut fds, Some(timeout));
+                false
+            }
+            Waiter::Queue(q) => q.wait(timeout, spin),
+            Waiter::None => true,
+        }
+    }
+}
+
+/// The three backends behind one face.
+pub(crate) enum Engine<T: Task> {
+    Process(process::ProcessEngine<T>),
+    Thread(thread::ThreadEngine<T>),
+    Serial(serial::SerialEngine<T>),
+}
+
+/// How a pool asks for its workers to be configured.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    pub max_frame: u32,
+    pub spin: Duration,
+    pub forward_output: bool,
+}
+
+impl<T: Task> Engine<T> {
+    /// Starts one worker; it reports `Ready` (or `Failed`/`Exited`) through events.
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
+        match self {
+            Engine::Process(e) => e.spawn(key),
+            Engine::Thread(e) => e.spawn(key),
+            Engine::Serial(e) => e.spawn(key),
+        }
+    }
+
+    /// Makes a job's input ready to send (encodes it for the process backend).
+    pub(crate) fn payload(&self, job: T) -> Result<Payload<T>, JobError> {
+        match self {
+            Engine::Process(e) => {
+                let bytes = crate::wire::codec::encode(&job).map_err(|e| JobError::Codec {
+                    message: format!("input: {e}"),
+                })?;
+                // Room for the frame header, the message tag and the job's id and length.
+                let max = e.max_frame() as usize;
+                if bytes.len() + 64 > max {
+                    return Err(JobError::Codec {
+                        message: format!(
+                            "input of {} bytes is over the frame limit of {max} bytes",
+                            bytes.len()
+                        ),
+                    });
+                }
+                Ok(Payload::Bytes(bytes))
+            }
+            Engine::Thread(_) | Engine::Serial(_) => Ok(Payload::Value(Some(job))),
+        }
+    }
+
+    /// Queues a chunk of jobs for one worker (written out by [`Engine::flush`]).
+    pub(crate) fn send(&mut self, worker: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+        match self {
+            Engine::Process(e) => e.send(worker, jobs),
+            Engine::Thread(e) => e.send(worker, jobs),
+            Engine::Serial(e) => e.send(worker, jobs),
+        }
+    }
+
+    /// Writes out what `send` queued, as far as the pipes take it without blocking.
+    pub(crate) fn flush(&mut self) {
+        if let Engine::Process(e) = self {
+            e.flush();
+        }
+    }
+
+    /// What to block on until something happens.
+    pub(crate) fn waiter(&self) -> Waiter {
+        match self {
+            Engine::Process(e) => e.waiter(),
+            Engine::Thread(e) => e.waiter(),
+            Engine::Serial(_) => Waiter::None,
+        }
+    }
+
+    /// Interrupts a leader blocked in [`Waiter::wait`].
+    pub(crate) fn wake(&self) {
+        match self {
+            Engine::Process(e) => e.wake(),
+            Engine::Thread(e) => e.wake(),
+            Engine::Serial(_) => {}
+        }
+    }
+
+    /// Takes whatever happened since the last call, without blocking.
+    pub(crate) fn collect(&mut self, events: &mut Vec<Event<T::Output>>) {
+        match self {
+            Engine::Process(e) => e.collect(events),
+            Engine::Thread(e) => e.collect(events),
+            Engine::Serial(e) => e.collect(events),
+        }
+    }
+
+    /// Stops a worker now (SIGKILL for processes; a thread is abandoned and exits when
+    /// its current job returns). An `Exited` event follows. Returns the jobs it had not
+    /// started when the backend can give them back (threads), for re-dispatch.
+    pub(crate) fn kill(&mut self, worker: WorkerKey) -> Vec<(u64, T)> {
+        match self {
+            Engine::Process(e) => {
+                e.kill(worker);
+                Vec::new()
+            }
+            Engine::Thread(e) => e.retire(worker),
+            Engine::Serial(e) => {
+                e.retire(worker);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Asks a worker to finish: it exits after its queued jobs. An `Exited` event follows.
+    pub(crate) fn close(&mut self, worker: WorkerKey) {
+        match self {
+            Engine::Process(e) => e.close(worker),
+            Engine::Thread(e) => e.close(worker),
+            Engine::Serial(e) => e.retire(worker),
+        }
+    }
+
+    /// Bytes written to and read from workers so far.
+    pub(crate) fn wire_bytes(&self) -> (u64, u64) {
+        match self {
+            Engine::Process(e) => e.wire_bytes(),
+            _ => (0, 0),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Mechanism for one child process: spawn (the current binary, re-executed in worker
+//! mode, in its own process group), drain its stderr, signal, reap, describe how it ended,
+//! and kill-and-reap on drop so no handle can leak a process. Also the child's own side:
+//! [`worker_main`], which [`serve_if_worker`](crate::serve_if_worker) runs.
+
+use super::unix;
+use crate::backend::Spinner;
+use crate::task::Registry;
+use crate::wire::worker;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Set in a worker's environment: its mode. Its presence is what makes a process a worker.
+pub(crate) const WORKER_ENV: &str = "PROCPOOL_WORKER";
+/// Set in a worker's environment: the coordinator's pid, watched so orphans exit.
+pub(crate) const PARENT_ENV: &str = "PROCPOOL_PARENT";
+/// Set in a worker's environment: how long to spin on an empty pipe, in microseconds.
+pub(crate) const SPIN_ENV: &str = "PROCPOOL_SPIN_US";
+/// The argument a worker is started with, so `ps` shows what it is.
+pub(crate) const WORKER_ARG: &str = "__worker";
+
+/// Exit code of a worker that refused to serve or lost its protocol footing.
+pub(crate) const EXIT_PROTOCOL: i32 = 3;
+/// Exit code of a worker whose coordinator died.
+pub(crate) const EXIT_ORPHANED: i32 = 70;
+
+const TAIL_LINES: usize = 20;
+const TAIL_BYTES: usize = 4096;
+
+/// Where a child's stdout and stderr go.
+pub(crate) enum ChildOutput {
+    /// Inherited from us (hand-built `Process`, like Python's).
+    Inherit,
+    /// Into a pipe we drain: the tail is kept for diagnosis, lines are copied to our
+    /// stderr behind `[label]` when `forward` is set.
+    Drain {
+        /// Prefix for forwarded lines.
+        label: String,
+        /// Whether to copy lines to our stderr.
+        forward: bool,
+    },
+}
+
+/// The last lines a child wrote to stderr, filled by a drain thread.
+#[derive(Default)]
+pub(crate) struct Tail {
+    state: Mutex<TailState>,
+    eof: Condvar,
+}
+
+#[derive(Default)]
+struct TailState {
+    lines: VecDeque<String>,
+    bytes: usize,
+    done: bool,
+}
+
+impl Tail {
+    fn push(&self, line: String) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.bytes += line.len();
+        s.lines.push_back(line);
+        while s.lines.len() > TAIL_LINES || (s.bytes > TAIL_BYTES && s.lines.len() > 1) {
+            if let Some(old) = s.lines.pop_front() {
+                s.bytes -= old.len();
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).done = true;
+        self.eof.notify_all();
+    }
+
+    /// The tail, after waiting up to `wait` for the child's stderr to reach its end.
+    pub(crate) fn text(&self, wait: Duration) -> String {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (s, _) = self
+            .eof
+            .wait_timeout_while(s, wait, |s| !s.done)
+            .unwrap_or_else(|p| p.into_inner());
+        s.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A running child process; killed and reaped on drop unless already reaped.
+pub(crate) struct ChildProc {
+    child: Child,
+    pid: u32,
+    tail: Arc<Tail>,
+    status: Option<ExitStatus>,
+}
+
+impl ChildProc {
+    /// Re-executes the current binary in worker `mode`; returns the child and our end of
+    /// its socket (the child's stdin).
+    pub(crate) fn spawn(
+        mode: &str,
+        spin: Duration,
+        output: ChildOutput,
+    ) -> io::Result<(ChildProc, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut cmd = Command::new(worker_exe());
+        if let Some(name) = std::env::args_os().next() {
+            cmd.arg0(name);
+        }
+        cmd.arg(WORKER_ARG)
+            .env(WORKER_ENV, mode)
+            .env(PARENT_ENV, std::process::id().to_string())
+            .env(SPIN_ENV, spin.as_micros().to_string())
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .process_group(0);
+        let tail = Arc::new(Tail::default());
+        let drain = match output {
+            ChildOutput::Inherit => {
+                tail.finish();
+                None
+            }
+            ChildOutput::Drain { label, forward } => {
+                let (reader, writer) = io::pipe()?;
+                cmd.stdout(writer.try_clone()?).stderr(writer);
+                Some((reader, label, forward))
+            }
+        };
+        let child = cmd.spawn()?;
+        // The command still holds the child's ends of the pipes; drop them so our reads see EOF.
+        drop(cmd);
+        let pid = child.id();
+        if let Some((reader, label, forward)) = drain {
+            let tail = Arc::clone(&tail);
+            let label = format!("{label} pid {pid}");
+            std::thread::Builder::new()
+                .name(format!("procpool-stderr-{pid}"))
+                .spawn(move || drain_lines(reader, &label, forward, &tail))?;
+        }
+        Ok((
+            ChildProc {
+                child,
+                pid,
+                tail,
+                status: None,
+            },
+            ours,
+        ))
+    }
+
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its stderr tail (waits up to `wait` for the stream to end).
+    pub(crate) fn stderr_tail(&self, wait: Duration) -> String {
+        self.tail.text(wait)
+    }
+
+    /// SIGKILL, unless it was already reaped (never signals a pid that may be reused).
+    pub(crate) fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+        }
+    }
+
+    /// Its exit status if it has exited (reaping it).
+    pub(crate) fn try_reap(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+            }
+        }
+        self.status
+    }
+
+    /// Waits for it to exit, however long that takes, and reaps it.
+    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = self.child.wait()?;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// Waits up to `grace` for it to exit on its own, then kills it; always reaps.
+    pub(crate) fn reap(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        let mut pause = Duration::from_micros(50);
+        while self.try_reap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        if self.status.is_none() {
+            self.kill();
+            if let Ok(status) = self.child.wait() {
+                self.status = Some(status);
+            }
+        }
+        self.status
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How a process ended, in words: "exited with code 3", "killed by SIGKILL (9)".
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let mut s = format!("was killed by {} ({sig})", unix::signal_name(sig));
+            if status.core_dumped() {
+                s.push_str(", core dumped");
+            }
+            if sig == libc::SIGKILL {
+                s.push_str(" (out of memory, or killed from outside?)");
+            }
+            s
+        }
+        None => format!("ended with status {status}"),
+    }
+}
+
+fn worker_exe() -> OsString {
+    // /proc/self/exe still works when the binary file was replaced or deleted since we
+    // started (cargo rebuilding it, for one).
+    if std::path::Path::new("/proc/self/exe").exists() {
+        OsString::from("/proc/self/exe")
+    } else {
+        std::env::current_exe()
+            .map(OsString::from)
+            .unwrap_or_else(|_| OsString::from("/proc/self/exe"))
+    }
+}
+
+fn drain_lines(reader: io::PipeReader, label: &str, forward: bool, tail: &Tail) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned();
+                if forward {
+                    let _ = writeln!(io::stderr().lock(), "[{label}] {text}");
+                }
+                tail.push(text);
+            }
+        }
+    }
+    tail.finish();
+}
+
+/// The socket to the coordinator, as a blocking stream that spins briefly before sleeping.
+struct WorkerSocket {
+    sock: UnixStream,
+    spinner: Spinner,
+}
+
+impl Read for WorkerSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut spin_until = None;
+        loop {
+            match (&self.sock).read(buf) {
+                Ok(n) => {
+                    if spin_until.is_some() {
+                        self.spinner.record(true);
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let until = *spin_until.get_or_insert_with(|| Instant::now() + self.spinner.budget());
+            if Instant::now() < until {
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.spinner.budget().is_zero() {
+                self.spinner.record(false);
+            }
+            unix::wait_fd(self.sock.as_fd(), false, None)?;
+            spin_until = Some(Instant::now());
+        }
+    }
+}
+
+impl Write for WorkerSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match (&self.sock).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    unix::wait_fd(self.sock.as_fd(), true, None)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The child's side: serve the coordinator on stdin until it hangs up; returns the exit code.
+pub(crate) fn worker_main(registry: &Registry) -> i32 {
+    if let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if std::os::unix::process::parent_id() != parent {
+            return EXIT_ORPHANED;
+        }
+        // A busy worker does not read its pipe, so EOF alone cannot tell it the coordinator
+        // died; watching the parent pid does (Linux's parent-death signal would fire when
+        // the spawning *thread* exits, which is the wrong event).
+        let _ = std::thread::Builder::new()
+            .name("procpool-parent-watch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if std::os::unix::process::parent_id() != parent {
+                        std::process::exit(EXIT_ORPHANED);
+                    }
+                }
+            });
+    }
+    let spin = std::env::var(SPIN_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_micros);
+    let sock = match unix::take_stdin_socket().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+        Ok(sock) => sock,
+        Err(e) => {
+            eprintln!(
+                "procpool worker {}: no coordinator socket on stdin: {e}",
+                std::process::id()
+            );
+            return EXIT_PROTOCOL;
+        }
+    };
+    let mut io = WorkerSocket {
+        sock,
+        spinner: Spinner::new(spin),
+    };
+    let mut input = &mut io;
+    let mut output = match input.sock.try_clone() {
+        Ok(sock) => WorkerSocket {
+            sock,
+            spinner: Spinner::new(Duration::ZERO),
+        },
+        Err(e) => {
+            eprintln!("procpool worker {}: {e}", std::process::id());
+            return EXIT_PROTOCOL;
+        }
+    };
+    match worker::serve(registry, &mut input, &mut output) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("procpool worker {}: {e}", std::process::id());
+            EXIT_PROTOCOL
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The process backend: each worker is the current binary re-executed in worker mode,
+//! connected by one socket pair (its stdin) that carries frames both ways. The
+//! coordinator's side is non-blocking: writes queue in a per-worker buffer and go out in
+//! as few syscalls as the socket takes; reads drain whatever arrived and decode every
+//! whole frame. A worker's death shows as end-of-input and is confirmed by reaping it.
+
+pub(crate) mod child;
+pub(crate) mod unix;
+
+use super::{EngineConfig, Event, Payload, Waiter, WorkerKey};
+use crate::error::{Error, JobError};
+use crate::task::Task;
+use crate::wire::codec;
+use crate::wire::frame::{self, FrameError, FrameReader};
+use crate::wire::msg::{Down, JobMsg, Outcome, PROTOCOL_VERSION, Up};
+use child::{ChildOutput, ChildProc, describe_status};
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+use unix::PollFd;
+
+/// How long a worker that closed its end may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+/// How long to wait for a dead worker's stderr to reach its end.
+const TAIL_WAIT: Duration = Duration::from_millis(100);
+/// Reads per worker per collect, so one chatty worker cannot starve the others.
+const READS_PER_COLLECT: usize = 16;
+
+struct ProcWorker {
+    key: WorkerKey,
+    child: ChildProc,
+    sock: UnixStream,
+    reader: FrameReader,
+    out: Vec<u8>,
+    out_pos: usize,
+    greeted: bool,
+    /// Refused or broke the protocol: its input is ignored until it is reaped.
+    failed: bool,
+    /// We asked it to finish: our write side is shut once `out` is drained.
+    closing: bool,
+    write_shut: bool,
+}
+
+/// Worker processes over socket pairs.
+pub(crate) struct ProcessEngine<T: Task> {
+    cfg: EngineConfig,
+    task: &'static str,
+    context: Arc<Vec<u8>>,
+    workers: Vec<ProcWorker>,
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+    bytes_out: u64,
+    bytes_in: u64,
+    _task: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Task> ProcessEngine<T> {
+    /// An engine that will hand `context` (encoded) to every worker it starts.
+    pub(crate) fn new(cfg: EngineConfig, context: Vec<u8>) -> Result<Self, Error> {
+        let mut probe = Vec::new();
+        frame::write_frame(
+            &mut probe,
+            &Down::Context { payload: &context },
+            cfg.max_frame,
+        )
+        .map_err(|e| {
+            Error::Config(format!(
+                "the context of task {:?} does not fit in a frame: {e}",
+                T::NAME
+            ))
+        })?;
+        let (wake_rx, wake_tx) =
+            UnixStream::pair().map_err(|e| Error::io("could not create the wake-up socket", e))?;
+        for s in [&wake_rx, &wake_tx] {
+            s.set_nonblocking(true)
+                .map_err(|e| Error::io("could not configure the wake-up socket", e))?;
+        }
+        Ok(ProcessEngine {
+            cfg,
+            task: T::NAME,
+            context: Arc::new(context),
+            workers: Vec::new(),
+            wake_rx,
+            wake_tx,
+            bytes_out: 0,
+            bytes_in: 0,
+            _task: PhantomData,
+        })
+    }
+
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
+        let (child, sock) = ChildProc::spawn(
+            "pool",
+            self.cfg.spin,
+            ChildOutput::Drain {
+                label: format!("worker {key}"),
+                forward: self.cfg.forward_output,
+            },
+        )
+        .map_err(|e| Error::Spawn(format!("could not start a worker process: {e}")))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| Error::io("could not configure a worker socket", e))?;
+        let mut out = Vec::with_capacity(self.context.len() + 256);
+        let greeting = Down::Hello {
+            protocol: PROTOCOL_VERSION,
+            task: self.task,
+            max_frame: self.cfg.max_frame,
+        };
+        let context = Down::Context {
+            payload: &self.context,
+        };
+        for msg in [&greeting, &context] {
+            frame::write_frame(&mut out, msg, self.cfg.max_frame)
+                .map_err(|e| Error::Spawn(format!("could not encode the greeting: {e}")))?;
+        }
+        let pid = child.pid();
+        self.workers.push(ProcWorker {
+            key,
+            child,
+            sock,
+            reader: FrameReader::new(self.cfg.max_frame),
+            out,
+            out_pos: 0,
+            greeted: false,
+            failed: false,
+            closing: false,
+            write_shut: false,
+        });
+        Ok(pid)
+    }
+
+    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+        let max = self.cfg.max_frame;
+        let Some(w) = self.workers.iter_mut().find(|w| w.key == key) else {
+            return;
+        };
+        let msgs: Vec<JobMsg<'_>> = jobs
+            .iter()
+            .map(|(id, p)| JobMsg {
+                id: *id,
+                payload: match &**p {
+                    Payload::Bytes(b) => b,
+                    Payload::Value(_) => &[],
+                },
+            })
+            .collect();
+        if frame::write_frame(&mut w.out, &Down::Jobs(msgs), max).is_err() {
+            // Too big as one chunk: one frame per job (each fits; `payload` checked it).
+            for (id, p) in jobs.iter() {
+                if let Payload::Bytes(b) = &**p {
+                    let msg = Down::Jobs(vec![JobMsg {
+                        id: *id,
+                        payload: b,
+                    }]);
+                    let _ = frame::write_frame(&mut w.out, &msg, max);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self) {
+        for w in &mut self.workers {
+            self.bytes_out += flush_worker(w);
+        }
+    }
+
+    pub(crate) fn waiter(&self) -> Waiter {
+        let mut fds = Vec::with_capacity(self.workers.len() + 1);
+        fds.push(PollFd::readable(self.wake_rx.as_raw_fd()));
+        for w in &self.workers {
+            let fd = PollFd::readable(w.sock.as_raw_fd());
+            fds.push(if w.out_pos < w.out.len() {
+                fd.with_writable()
+            } else {
+                fd
+            });
+        }
+        Waiter::Poll(fds)
+    }
+
+    pub(crate) fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
+    }
+
+    pub(crate) fn collect(&mut self, events: &mut Vec<Event<T::Output>>) {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+        let mut i = 0;
+        while i < self.workers.len() {
+            let w = &mut self.workers[i];
+            self.bytes_out += flush_worker(w);
+            let (bytes, ended) = read_worker::<T>(w, events);
+            self.bytes_in += bytes;
+            // Reaped without an end of input: a grandchild holds the socket open. What the
+            // worker wrote before dying is still read; then it counts as gone.
+            let ended = ended
+                || (w.child.try_reap().is_some() && {
+                    let _ = read_worker::<T>(w, events);
+                    true
+                });
+            if ended {
+                let mut w = self.workers.swap_remove(i);
+                let status = w
+                    .child
+                    .reap(EXIT_GRACE)
+                    .map_or_else(|| "could not be reaped".to_owned(), describe_status);
+                events.push(Event::Exited {
+                    worker: w.key,
+                    status,
+                    stderr_tail: w.child.stderr_tail(TAIL_WAIT),
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    pub(crate) fn kill(&mut self, key: WorkerKey) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
+            w.child.kill();
+        }
+    }
+
+    pub(crate) fn close(&mut self, key: WorkerKey) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
+            w.closing = true;
+            self.bytes_out += flush_worker(w);
+        }
+    }
+
+    pub(crate) fn max_frame(&self) -> u32 {
+        self.cfg.max_frame
+    }
+
+    pub(crate) fn wire_bytes(&self) -> (u64, u64) {
+        (self.bytes_out, self.bytes_in)
+    }
+}
+
+/// Writes what the socket takes without blocking; shuts our side when closing and done.
+fn flush_worker(w: &mut ProcWorker) -> u64 {
+    let mut written = 0u64;
+    while w.out_pos < w.out.len() {
+        match (&w.sock).write(&w.out[w.out_pos..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                w.out_pos += n;
+                written += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock: later. Anything else (the worker is gone): collect sees the end.
+            Err(_) => break,
+        }
+    }
+    if w.out_pos == w.out.len() {
+        w.out.clear();
+        w.out_pos = 0;
+        if w.closing && !w.write_shut {
+            let _ = w.sock.shutdown(Shutdown::Write);
+            w.write_shut = true;
+        }
+    } else if w.out_pos > (1 << 20) && w.out_pos * 2 > w.out.len() {
+        w.out.drain(..w.out_pos);
+        w.out_pos = 0;
+    }
+    written
+}
+
+/// Reads what arrived and turns whole frames into events. Returns the bytes read and
+/// whether the worker's input ended (end of file or a broken connection).
+fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) -> (u64, bool) {
+    let mut bytes = 0u64;
+    for _ in 0..READS_PER_COLLECT {
+        match w.reader.fill_from(&mut &w.sock) {
+            Ok(0) => {
+                decode_frames::<T>(w, events);
+                return (bytes, true);
+            }
+            Ok(n) => {
+                bytes += n as u64;
+                decode_frames::<T>(w, events);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (bytes, false),
+            Err(_) => return (bytes, true),
+        }
+    }
+    (bytes, false)
+}
+
+fn fail(w: &mut ProcWorker, events: &mut Vec<Event<impl Sized>>, reason: String) {
+    if !w.failed {
+        w.failed = true;
+        w.child.kill();
+        events.push(Event::Failed {
+            worker: w.key,
+            reason,
+        });
+    }
+}
+
+fn decode_frames<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) {
+    while !w.failed {
+        let frame = match w.reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                let pid = w.child.pid();
+                fail(w, events, format!("worker pid {pid} sent a bad frame: {e}"));
+                return;
+            }
+        };
+        let msg = match codec::decode_borrowed::<Up<'_>>(frame) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let pid = w.child.pid();
+                let reason = if w.greeted {
+                    format!("worker pid {pid} sent an undecodable message: {e}")
+                } else {
+                    format!(
+                        "worker pid {pid} sent an undecodable greeting (a binary of another \
+                         protocol version?): {e}"
+                    )
+                };
+                fail(w, events, reason);
+                return;
+            }
+        };
+        let event = match msg {
+            Up::Hello { protocol, pid } if !w.greeted => {
+                if protocol != PROTOCOL_VERSION {
+                    let reason = format!(
+                        "worker pid {pid} speaks protocol version {protocol}, this coordinator \
+                         speaks {PROTOCOL_VERSION}; refusing it"
+                    );
+                    fail(w, events, reason);
+                    return;
+                }
+                w.greeted = true;
+                Event::Hello { worker: w.key, pid }
+            }
+            Up::Refused { reason } => {
+                let pid = w.child.pid();
+                fail(w, events, format!("worker pid {pid} refused: {reason}"));
+                return;
+            }
+            _ if !w.greeted => {
+                let pid = w.child.pid();
+                fail(w, events, format!("worker pid {pid} did not greet first"));
+                return;
+            }
+            Up::Hello { .. } => {
+                let pid = w.child.pid();
+                fail(w, events, format!("worker pid {pid} greeted twice"));
+                return;
+            }
+            Up::Ready => Event::Ready { worker: w.key },
+            Up::Done {
+                id,
+                compute_ns,
+                outcome,
+            } => Event::Done {
+                worker: w.key,
+                id,
+                compute_ns,
+                outcome: match outcome {
+                    Outcome::Ok(bytes) => {
+                        codec::decode::<T::Output>(bytes).map_err(|e| JobError::Codec {
+                            message: format!("output: {e}"),
+                        })
+                    }
+                    Outcome::Err(e) => Err(e),
+                },
+            },
+        };
+        events.push(event);
+    }
+}
+
+impl From<FrameError> for Error {
+    fn from(e: FrameError) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}

@@ -1,0 +1,274 @@
+//! The thread backend: the same policy and the same `Task::run`, on OS threads that share
+//! the context through an `Arc` — no serialization, no isolation. Each worker thread has
+//! its own inbox (so dispatch is the process backend's, decision for decision), and all
+//! of them push events onto one shared queue.
+//!
+//! A thread cannot be killed: a job that times out is reported, its worker is abandoned
+//! (it exits when the job returns) and replaced, and the jobs still in its inbox are taken
+//! back for re-dispatch.
+
+use super::{Event, Payload, Spinner, Waiter, WorkerKey};
+use crate::task::Task;
+use crate::wire::worker::run_caught;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The signal half of the shared event queue: what a waiting leader blocks on.
+#[derive(Default)]
+pub(crate) struct EventQueue {
+    pending: AtomicUsize,
+    waiting: AtomicBool,
+    woken: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl EventQueue {
+    fn notify(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.cv.notify_all();
+        }
+    }
+
+    fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.cv.notify_all();
+    }
+
+    fn ready(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) > 0 || self.woken.load(Ordering::SeqCst)
+    }
+
+    /// Waits until an event is queued or [`EventQueue::wake`] is called.
+    pub(crate) fn wait(&self, timeout: Duration, spin: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < spin {
+            if self.ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.store(true, Ordering::SeqCst);
+        let _ = self
+            .cv
+            .wait_timeout_while(guard, timeout, |()| !self.ready())
+            .unwrap_or_else(PoisonError::into_inner);
+        self.waiting.store(false, Ordering::SeqCst);
+        false
+    }
+}
+
+struct Inbox<T> {
+    jobs: Mutex<InboxState<T>>,
+    cv: Condvar,
+}
+
+struct InboxState<T> {
+    queue: VecDeque<(u64, T)>,
+    closed: bool,
+    retired: bool,
+}
+
+impl<T> Inbox<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboxState<T>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, after spinning up to `spin` for one; `None` when closed or retired.
+    fn next(&self, spinner: &mut Spinner) -> Option<(u64, T)> {
+        let budget = spinner.budget();
+        if !budget.is_zero() {
+            let start = Instant::now();
+            let mut spun = false;
+            while start.elapsed() < budget {
+                {
+                    let mut s = self.lock();
+                    if s.retired {
+                        return None;
+                    }
+                    if let Some(job) = s.queue.pop_front() {
+                        if spun {
+                            spinner.record(true);
+                        }
+                        return Some(job);
+                    }
+                    if s.closed {
+                        return None;
+                    }
+                }
+                spun = true;
+                std::hint::spin_loop();
+            }
+            spinner.record(false);
+        }
+        let mut s = self.lock();
+        loop {
+            if s.retired {
+                return None;
+            }
+            if let Some(job) = s.queue.pop_front() {
+                return Some(job);
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+struct ThreadWorker<T> {
+    key: WorkerKey,
+    inbox: Arc<Inbox<T>>,
+}
+
+/// Worker threads over per-thread inboxes and one event queue.
+pub(crate) struct ThreadEngine<T: Task> {
+    ctx: Arc<T::Context>,
+    spin: Duration,
+    workers: Vec<ThreadWorker<T>>,
+    events: Arc<Mutex<Vec<Event<T::Output>>>>,
+    signal: Arc<EventQueue>,
+}
+
+impl<T: Task> ThreadEngine<T> {
+    pub(crate) fn new(ctx: T::Context, spin: Duration) -> Self {
+        ThreadEngine {
+            ctx: Arc::new(ctx),
+            spin,
+            workers: Vec::new(),
+            events: Arc::default(),
+            signal: Arc::default(),
+        }
+    }
+
+    fn push(events: &Mutex<Vec<Event<T::Output>>>, signal: &EventQueue, event: Event<T::Output>) {
+        events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+        signal.notify();
+    }
+
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, crate::Error> {
+        let inbox = Arc::new(Inbox {
+            jobs: Mutex::new(InboxState {
+                queue: VecDeque::new(),
+                closed: false,
+                retired: false,
+            }),
+            cv: Condvar::new(),
+        });
+        let (ctx, events, signal, mine) = (
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.events),
+            Arc::clone(&self.signal),
+            Arc::clone(&inbox),
+        );
+        let mut spinner = Spinner::new(self.spin);
+        std::thread::Builder::new()
+            .name(format!("procpool-worker-{key}"))
+            .spawn(move || {
+                let pid = std::process::id();
+                Self::push(&events, &signal, Event::Hello { worker: key, pid });
+                Self::push(&events, &signal, Event::Ready { worker: key });
+                while let Some((id, job)) = mine.next(&mut spinner) {
+                    let (outcome, compute_ns) = run_caught(job, ctx.as_ref());
+                    Self::push(
+                        &events,
+                        &signal,
+                        Event::Done {
+                            worker: key,
+                            id,
+                            compute_ns,
+                            outcome,
+                        },
+                    );
+                }
+                if !mine.lock().retired {
+                    Self::push(
+                        &events,
+                        &signal,
+                        Event::Exited {
+                            worker: key,
+                            status: "finished".into(),
+                            stderr_tail: String::new(),
+                        },
+                    );
+                }
+            })
+            .map_err(|e| crate::Error::Spawn(format!("could not start a worker thread: {e}")))?;
+        self.workers.push(ThreadWorker { key, inbox });
+        Ok(std::process::id())
+    }
+
+    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+        let Some(w) = self.workers.iter().find(|w| w.key == key) else {
+            return;
+        };
+        let mut s = w.inbox.lock();
+        for (id, p) in jobs.iter_mut() {
+            if let Payload::Value(v) = &mut **p {
+                if let Some(job) = v.take() {
+                    s.queue.push_back((*id, job));
+                }
+            }
+        }
+        drop(s);
+        w.inbox.cv.notify_one();
+    }
+
+    pub(crate) fn waiter(&self) -> Waiter {
+        Waiter::Queue(Arc::clone(&self.signal))
+    }
+
+    pub(crate) fn wake(&self) {
+        self.signal.wake();
+    }
+
+    pub(crate) fn collect(&mut self, out: &mut Vec<Event<T::Output>>) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        self.signal.pending.store(0, Ordering::SeqCst);
+        self.signal.woken.store(false, Ordering::SeqCst);
+        out.append(&mut events);
+    }
+
+    /// Abandons a worker: it exits when its current job returns. Returns the jobs still
+    /// in its inbox (never started) so they can be sent elsewhere; an `Exited` is queued.
+    pub(crate) fn retire(&mut self, key: WorkerKey) -> Vec<(u64, T)> {
+        let Some(i) = self.workers.iter().position(|w| w.key == key) else {
+            return Vec::new();
+        };
+        let w = self.workers.swap_remove(i);
+        let mut s = w.inbox.lock();
+        s.retired = true;
+        let back = s.queue.drain(..).collect();
+        drop(s);
+        w.inbox.cv.notify_all();
+        Self::push(
+            &self.events,
+            &self.signal,
+            Event::Exited {
+                worker: key,
+                status: "was abandoned (a thread cannot be killed; it exits when its job returns)"
+                    .into(),
+                stderr_tail: String::new(),
+            },
+        );
+        back
+    }
+
+    pub(crate) fn close(&mut self, key: WorkerKey) {
+        if let Some(i) = self.workers.iter().position(|w| w.key == key) {
+            let w = self.workers.swap_remove(i);
+            w.inbox.lock().closed = true;
+            w.inbox.cv.notify_all();
+        }
+    }
+}

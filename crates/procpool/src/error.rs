@@ -1,0 +1,144 @@
+//! Errors: `Error` for what goes wrong with the pool or a call on it, `JobError` for what
+//! happened to one job (it travels over the wire, so it is plain data).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// What went wrong with one job; the rest of the run goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The task panicked; the worker caught it and lives on.
+    Panicked {
+        /// The panic message (the payload when it was a string).
+        message: String,
+    },
+    /// The worker process running the job died, as often as the retry policy allows.
+    WorkerDied {
+        /// Pid of the last worker that died holding the job.
+        pid: u32,
+        /// How it ended, e.g. "killed by SIGKILL (9)" or "exited with code 3".
+        status: String,
+        /// How many times the job was started (and killed its worker).
+        attempts: u32,
+        /// The last lines the worker wrote to stderr (may be empty).
+        stderr_tail: String,
+    },
+    /// The job ran longer than the pool's job timeout; its worker was killed.
+    TimedOut {
+        /// Pid of the worker that was killed (0 for thread and serial backends).
+        pid: u32,
+        /// The timeout that was exceeded.
+        after: Duration,
+    },
+    /// The job's input or output could not be encoded or decoded.
+    Codec {
+        /// What the codec said.
+        message: String,
+    },
+    /// The pool was terminated before the job finished.
+    Terminated,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Panicked { message } => write!(f, "task panicked: {message}"),
+            JobError::WorkerDied {
+                pid,
+                status,
+                attempts,
+                stderr_tail,
+            } => {
+                write!(
+                    f,
+                    "worker pid {pid} {status} while running the job (attempt {attempts})"
+                )?;
+                let tail = stderr_tail.trim_end();
+                if !tail.is_empty() {
+                    write!(f, "; its stderr ended with:\n{tail}")?;
+                }
+                Ok(())
+            }
+            JobError::TimedOut { pid, after } if *pid != 0 => {
+                write!(
+                    f,
+                    "job exceeded its timeout of {after:?}; worker pid {pid} was killed"
+                )
+            }
+            JobError::TimedOut { after, .. } => write!(f, "job exceeded its timeout of {after:?}"),
+            JobError::Codec { message } => {
+                write!(f, "could not encode or decode the job: {message}")
+            }
+            JobError::Terminated => write!(f, "the pool was terminated before the job finished"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// Everything a pool, process or queue call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A builder setting or call argument is out of range; the message names the value.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// A worker could not be started, or failed before it was ready.
+    #[error("could not start worker: {0}")]
+    Spawn(String),
+    /// One job failed (its position in the input, and why).
+    #[error("job {pos} failed: {error}")]
+    Job {
+        /// Position of the job in its input.
+        pos: u64,
+        /// What happened to it.
+        error: JobError,
+    },
+    /// A peer sent bytes that are not our protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The pool was closed or terminated; it takes no new work.
+    #[error("the pool is closed")]
+    Closed,
+    /// A timed wait ran out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The process was started as a worker, but `main` never handed it to
+    /// [`serve_if_worker`](crate::serve_if_worker).
+    #[error(
+        "this process was started as a procpool worker but did not call procpool::serve_if_worker \
+         first thing in main; refusing to start a pool from inside a worker"
+    )]
+    InsideWorker,
+    /// An operating-system call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what we were doing when it happened.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The job error inside, when this is a job failure.
+    pub fn job_error(&self) -> Option<&JobError> {
+        match self {
+            Error::Job { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

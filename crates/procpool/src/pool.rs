@@ -1,0 +1,929 @@
+//! `Pool`: a fixed set of workers (processes, threads, or inline) behind Python's Pool API —
+//! `apply`, `map`, `apply_async`, `map_async`, `imap`, `imap_unordered`, `close`, `join`,
+//! `terminate` — with a `Drop` that never leaks a process.
+//!
+//! Concurrency design: all state sits behind one mutex. There is no supervisor thread:
+//! whichever thread needs a result becomes the *leader*, releases the lock, blocks on the
+//! backend (poll on the worker sockets, or the thread backend's queue), then takes the lock
+//! back and applies what happened; other waiting threads sleep on a condition variable
+//! until the leader has news. A job's round trip therefore costs the wake-ups of the
+//! worker and of the thread that wants the result, nothing more; a bounded, adaptive spin
+//! before blocking removes even those when results come fast. A helper thread drives the
+//! pool only while asynchronous requests are outstanding and nobody waits on them.
+
+use crate::backend::process::ProcessEngine;
+use crate::backend::process::child::WORKER_ENV;
+use crate::backend::serial::SerialEngine;
+use crate::backend::thread::ThreadEngine;
+use crate::backend::{Backend, Engine, EngineConfig, Event, Spinner};
+use crate::error::{Error, JobError};
+use crate::reorder::Reorder;
+use crate::supervisor::{
+    Chunk, ChunkChoice, Item, PoolStats, Settings, Sink, Supervisor, Timeline, WorkerRef,
+};
+use crate::task::Task;
+use crate::wire::{codec, frame};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+/// Most workers one pool may have.
+pub const MAX_WORKERS: usize = 1024;
+/// How long `join` and `Drop` give workers to exit on their own before killing them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// One result of [`Pool::imap_unordered`]: where it came from and what it is.
+#[derive(Debug)]
+pub struct Tagged<O> {
+    /// Position of the job in the input.
+    pub pos: u64,
+    /// The worker that ran it (`None` when it never ran, e.g. its input could not be encoded).
+    pub worker: Option<WorkerRef>,
+    /// The job's output, or why there is none.
+    pub result: Result<O, Error>,
+}
+
+pub(crate) struct State<T: Task> {
+    sup: Supervisor<T>,
+    engine: Engine<T>,
+    leader: bool,
+    spinner: Spinner,
+    events: Vec<Event<T::Output>>,
+    stop_driver: bool,
+}
+
+impl<T: Task> State<T> {
+    fn step(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.engine.collect(&mut events);
+        for event in events.drain(..) {
+            self.sup.handle(event, &mut self.engine);
+        }
+        self.events = events;
+        self.sup.check_timeouts(&mut self.engine);
+        self.sup.replenish(&mut self.engine);
+        self.sup.dispatch(&mut self.engine);
+        self.engine.flush();
+    }
+
+    /// Queues new work and sends what the workers have room for.
+    fn submit_now(&mut self) {
+        self.sup.dispatch(&mut self.engine);
+        self.engine.flush();
+    }
+}
+
+pub(crate) struct Shared<T: Task> {
+    state: Mutex<State<T>>,
+    cond: Condvar,
+}
+
+impl<T: Task> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes progress until `done` holds, as leader or follower (see the module notes).
+    fn drive<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, State<T>>,
+        mut done: impl FnMut(&mut State<T>) -> bool,
+    ) -> MutexGuard<'a, State<T>> {
+        loop {
+            if done(&mut g) {
+                return g;
+            }
+            if g.leader {
+                g = self.cond.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leader = true;
+            let waiter = g.engine.waiter();
+            let timeout = g.sup.next_wakeup();
+            let spin = g.spinner.budget();
+            drop(g);
+            let hit = waiter.wait(timeout, spin);
+            g = self.lock();
+            g.leader = false;
+            if !spin.is_zero() {
+                g.spinner.record(hit);
+            }
+            g.step();
+            self.cond.notify_all();
+        }
+    }
+
+    /// Like [`Shared::drive`], but gives up at `deadline`; returns whether `done` held.
+    fn drive_until<'a>(
+        &'a self,
+        g: MutexGuard<'a, State<T>>,
+        deadline: Instant,
+        mut done: impl FnMut(&mut State<T>) -> bool,
+    ) -> (MutexGuard<'a, State<T>>, bool) {
+        let mut ok = false;
+        let g = self.drive(g, |s| {
+            ok = done(s);
+            ok || Instant::now() >= deadline
+        });
+        (g, ok)
+    }
+}
+
+/// A pool of workers running task `T`.
+pub struct Pool<T: Task> {
+    shared: Arc<Shared<T>>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+    backend: Backend,
+    workers: usize,
+}
+
+/// Configures and starts a [`Pool`].
+#[must_use = "a builder does nothing until .build()"]
+pub struct PoolBuilder<T: Task> {
+    workers: Option<usize>,
+    backend: Backend,
+    chunk: Chunk,
+    window: Option<usize>,
+    context: Option<T::Context>,
+    retries: u32,
+    job_timeout: Option<Duration>,
+    max_frame: u32,
+    spin: Duration,
+    forward_output: bool,
+    startup_timeout: Duration,
+    record_jobs: bool,
+}
+
+impl<T: Task> Default for PoolBuilder<T> {
+    fn default() -> Self {
+        PoolBuilder {
+            workers: None,
+            backend: Backend::Process,
+            chunk: Chunk::Auto,
+            window: None,
+            context: None,
+            retries: 2,
+            job_timeout: None,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            spin: Duration::from_micros(50),
+            forward_output: true,
+            startup_timeout: Duration::from_secs(30),
+            record_jobs: false,
+        }
+    }
+}
+
+impl<T: Task> PoolBuilder<T> {
+    /// Number of workers (default: the number of CPUs this process may use).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Where jobs run (default: [`Backend::Process`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Jobs per frame (default: [`Chunk::Auto`]).
+    pub fn chunksize(mut self, chunk: Chunk) -> Self {
+        self.chunk = chunk;
+        self
+    }
+
+    /// Most positions an `imap` keeps in flight or buffered (default: adaptive, see
+    /// [`Pool::window`]).
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = Some(n);
+        self
+    }
+
+    /// Data every worker gets once, before its first job (Python's `initializer`).
+    /// Required unless the context type encodes to nothing (like `()`).
+    pub fn context(mut self, ctx: T::Context) -> Self {
+        self.context = Some(ctx);
+        self
+    }
+
+    /// How many times a job that kills its worker is started again (default 2).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Longest a job may run; its worker is then killed and replaced, and the job fails
+    /// with [`JobError::TimedOut`] (default: none).
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
+    /// Largest frame on the wire, in bytes (default 256 MiB; at most 1 GiB).
+    pub fn max_frame_bytes(mut self, n: u32) -> Self {
+        self.max_frame = n;
+        self
+    }
+
+    /// How long a waiting thread or idle worker spins before sleeping (default 50 µs;
+    /// zero never spins). Spinning trades CPU for latency; it backs off by itself when
+    /// it does not pay.
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.spin = d;
+        self
+    }
+
+    /// Whether worker stdout/stderr lines are copied to our stderr, prefixed with the
+    /// worker (default true). The last lines are kept for diagnosis either way.
+    pub fn forward_worker_output(mut self, on: bool) -> Self {
+        self.forward_output = on;
+        self
+    }
+
+    /// How long workers may take to become ready (default 30 s).
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.startup_timeout = d;
+        self
+    }
+
+    /// Records every job's dispatch and result time for [`Pool::timeline`] (default off).
+    pub fn record_timeline(mut self, on: bool) -> Self {
+        self.record_jobs = on;
+        self
+    }
+
+    /// Starts the workers and waits until each has greeted and installed the context.
+    pub fn build(self) -> Result<Pool<T>, Error> {
+        if std::env::var_os(WORKER_ENV).is_some() {
+            return Err(Error::InsideWorker);
+        }
+        let workers = match self.workers {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(Error::Config(format!(
+                "workers must be between 1 and {MAX_WORKERS}, got {workers}"
+            )));
+        }
+        if let Chunk::Fixed(0) = self.chunk {
+            return Err(Error::Config("chunksize must be at least 1, got 0".into()));
+        }
+        if self.window == Some(0) {
+            return Err(Error::Config("window must be at least 1, got 0".into()));
+        }
+        if self.max_frame < 4096 || self.max_frame > frame::MAX_FRAME_LIMIT {
+            return Err(Error::Config(format!(
+                "max frame must be between 4096 and {} bytes, got {}",
+                frame::MAX_FRAME_LIMIT,
+                self.max_frame
+            )));
+        }
+        let workers = if self.backend == Backend::Serial {
+            1
+        } else {
+            workers
+        };
+        let ctx = match self.context {
+            Some(ctx) => ctx,
+            None => codec::decode::<T::Context>(&[]).map_err(|_| {
+                Error::Config(format!(
+                    "task {:?} needs a context: call .context(...) on the builder",
+                    T::NAME
+                ))
+            })?,
+        };
+        let cfg = EngineConfig {
+            max_frame: self.max_frame,
+            spin: self.spin,
+            forward_output: self.forward_output,
+        };
+        let engine = match self.backend {
+            Backend::Process => {
+                let bytes = codec::encode(&ctx)
+                    .map_err(|e| Error::Config(format!("could not encode the context: {e}")))?;
+                Engine::Process(ProcessEngine::new(cfg, bytes)?)
+            }
+            Backend::Thread => Engine::Thread(ThreadEngine::new(ctx, self.spin)),
+            Backend::Serial => Engine::Serial(SerialEngine::new(ctx)),
+        };
+        let sup = Supervisor::new(Settings {
+            backend: self.backend,
+            workers,
+            chunk: self.chunk,
+            window: self.window,
+            retries: self.retries,
+            job_timeout: self.job_timeout,
+            record_jobs: self.record_jobs,
+        });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                sup,
+                engine,
+                leader: false,
+                spinner: Spinner::new(self.spin),
+                events: Vec::new(),
+                stop_driver: false,
+            }),
+            cond: Condvar::new(),
+        });
+        let pool = Pool {
+            shared,
+            driver: Mutex::new(None),
+            backend: self.backend,
+            workers,
+        };
+        let started = Instant::now();
+        {
+            let mut g = pool.shared.lock();
+            let State { sup, engine, .. } = &mut *g;
+            sup.start(engine)?;
+            let deadline = started + self.startup_timeout;
+            let (mut g, _) = pool.shared.drive_until(g, deadline, |s| {
+                s.sup.all_ready() || s.sup.startup_error().is_some()
+            });
+            if !g.sup.all_ready() {
+                let why = g.sup.startup_error().unwrap_or_else(|| {
+                    format!(
+                        "workers were not ready after {:?} (did main call procpool::serve_if_worker first?)",
+                        self.startup_timeout
+                    )
+                });
+                let State { sup, engine, .. } = &mut *g;
+                sup.terminate(engine);
+                drop(g);
+                pool.reap_all();
+                return Err(Error::Spawn(why));
+            }
+            g.sup.mark_running();
+        }
+        info!(
+            backend = %pool.backend,
+            workers,
+            pids = ?pool.pids(),
+            "pool ready in {:.2?}",
+            started.elapsed()
+        );
+        Ok(pool)
+    }
+}
+
+impl<T: Task> Pool<T> {
+    /// A builder with the defaults: process backend, one worker per CPU, auto chunksize.
+    pub fn builder() -> PoolBuilder<T> {
+        PoolBuilder::default()
+    }
+
+    /// The backend jobs run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Process ids of the live workers, by slot (the pool's own pid for threads/serial).
+    pub fn pids(&self) -> Vec<u32> {
+        self.shared.lock().sup.pids()
+    }
+
+    /// The current in-flight window of `imap`/`imap_unordered`, in positions.
+    pub fn window(&self) -> usize {
+        self.shared.lock().sup.window()
+    }
+
+    /// Counters so far: jobs, failures, re-dispatches, workers, bytes on the wire.
+    pub fn stats(&self) -> PoolStats {
+        let g = self.shared.lock();
+        let mut stats = g.sup.stats();
+        (stats.bytes_sent, stats.bytes_received) = g.engine.wire_bytes();
+        stats
+    }
+
+    /// What automatic chunking chose, once it has.
+    pub fn chunk_choice(&self) -> Option<ChunkChoice> {
+        self.shared.lock().sup.stats().chunk
+    }
+
+    /// Worker lives, and job lives if recording was switched on.
+    pub fn timeline(&self) -> Timeline {
+        self.shared.lock().sup.timeline()
+    }
+
+    /// Runs one job and waits for its output (Python's `Pool.apply`).
+    pub fn apply(&self, job: T) -> Result<T::Output, Error> {
+        let req = self.submit_collect(vec![job], false)?;
+        let g = self
+            .shared
+            .drive(self.shared.lock(), |s| s.sup.is_complete(req));
+        collect_one(g, req)
+    }
+
+    /// Runs every job and returns the outputs in input order (Python's `Pool.map`);
+    /// stops at the first failure and returns it.
+    pub fn map<I: IntoIterator<Item = T>>(&self, jobs: I) -> Result<Vec<T::Output>, Error> {
+        self.imap(jobs).collect()
+    }
+
+    /// Starts one job and returns at once (Python's `Pool.apply_async`).
+    pub fn apply_async(&self, job: T) -> AsyncResult<T::Output> {
+        self.start_async(vec![job], |mut items| {
+            items.pop().map_or(Err(Error::Closed), into_result)
+        })
+    }
+
+    /// Starts every job and returns at once; the outputs come in input order
+    /// (Python's `Pool.map_async`). The input is read whole, like Python's.
+    pub fn map_async<I: IntoIterator<Item = T>>(&self, jobs: I) -> AsyncResult<Vec<T::Output>> {
+        let jobs: Vec<T> = jobs.into_iter().collect();
+        self.start_async(jobs, |items| items.into_iter().map(into_result).collect())
+    }
+
+    /// A lazy iterator of outputs in input order over a lazy input (Python's `Pool.imap`).
+    ///
+    /// Input is pulled only as the window frees up, so an endless iterator works and memory
+    /// stays bounded by the window. A failed job yields its error at its position;
+    /// iteration may go on past it. Dropping the iterator withdraws the jobs not yet started.
+    pub fn imap<I: IntoIterator<Item = T>>(&self, jobs: I) -> Imap<'_, T, I::IntoIter> {
+        Imap {
+            inner: Stream::new(self, jobs.into_iter(), true),
+        }
+    }
+
+    /// Like [`Pool::imap`], but yields results as they finish, each tagged with its
+    /// position and worker (Python's `Pool.imap_unordered`).
+    pub fn imap_unordered<I: IntoIterator<Item = T>>(
+        &self,
+        jobs: I,
+    ) -> ImapUnordered<'_, T, I::IntoIter> {
+        ImapUnordered {
+            inner: Stream::new(self, jobs.into_iter(), false),
+        }
+    }
+
+    /// Refuses new work from now on; work already submitted still completes.
+    pub fn close(&self) {
+        self.shared.lock().sup.close();
+    }
+
+    /// Closes the pool, waits for all submitted work, then lets every worker exit and
+    /// reaps it (killing any that does not exit within a grace period).
+    pub fn join(&self) {
+        let mut g = self.shared.lock();
+        g.sup.close();
+        let g = self.shared.drive(g, |s| s.sup.outstanding() == 0);
+        drop(g);
+        self.reap_all();
+    }
+
+    /// Kills every worker now; unfinished jobs fail with [`JobError::Terminated`].
+    pub fn terminate(&self) {
+        let mut g = self.shared.lock();
+        let State { sup, engine, .. } = &mut *g;
+        sup.terminate(engine);
+        engine.wake();
+        drop(g);
+        self.shared.cond.notify_all();
+        self.reap_all();
+    }
+
+    /// Lets every worker exit and reaps it; kills what outlives the grace period.
+    fn reap_all(&self) {
+        let mut g = self.shared.lock();
+        {
+            let State { sup, engine, .. } = &mut *g;
+            sup.begin_shutdown(engine);
+            engine.flush();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let (mut g, clean) = self
+            .shared
+            .drive_until(g, deadline, |s| s.sup.live_workers() == 0);
+        if !clean {
+            let State { sup, engine, .. } = &mut *g;
+            debug!("workers still alive after {SHUTDOWN_GRACE:?}; killing them");
+            sup.kill_all(engine);
+            drop(self.shared.drive(g, |s| s.sup.live_workers() == 0));
+        }
+    }
+
+    fn submit_collect(&self, jobs: Vec<T>, is_async: bool) -> Result<u64, Error> {
+        let n = jobs.len();
+        let mut g = self.shared.lock();
+        let payloads: Vec<_> = jobs.into_iter().map(|j| g.engine.payload(j)).collect();
+        let slots = (0..n).map(|_| None).collect();
+        let req = g.sup.open(Sink::Collect { slots, filled: 0 }, is_async)?;
+        if n > 1 {
+            g.sup.hint_len(n);
+        }
+        for (pos, p) in payloads.into_iter().enumerate() {
+            g.sup.submit(req, pos as u64, p);
+        }
+        g.submit_now();
+        Ok(req)
+    }
+
+    fn start_async<V: Send + 'static>(
+        &self,
+        jobs: Vec<T>,
+        finish: Finish<T::Output, V>,
+    ) -> AsyncResult<V> {
+        match self.submit_collect(jobs, true) {
+            Ok(req) => {
+                self.ensure_driver();
+                self.shared.cond.notify_all();
+                AsyncResult {
+                    source: Some(Box::new(PoolSource {
+                        shared: Arc::clone(&self.shared),
+                        req,
+                        finish,
+                    })),
+                    early: None,
+                }
+            }
+            Err(e) => AsyncResult {
+                source: None,
+                early: Some(Err(e)),
+            },
+        }
+    }
+
+    fn ensure_driver(&self) {
+        let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        if driver.is_some() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        *driver = std::thread::Builder::new()
+            .name("procpool-driver".into())
+            .spawn(move || {
+                let mut g = shared.lock();
+                loop {
+                    g = shared
+                        .cond
+                        .wait_while(g, |s| !s.stop_driver && !s.sup.async_busy())
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if g.stop_driver {
+                        return;
+                    }
+                    g = shared.drive(g, |s| s.stop_driver || !s.sup.async_busy());
+                }
+            })
+            .ok();
+    }
+
+    fn stop_driver(&self) {
+        let handle = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            {
+                let mut g = self.shared.lock();
+                g.stop_driver = true;
+                g.engine.wake();
+            }
+            self.shared.cond.notify_all();
+            let _ = handle.join();
+        }
+    }
+}
+
+impl<T: Task<Context = ()>> Pool<T> {
+    /// A process pool of `workers` workers for a task without context (Python's `Pool(n)`).
+    pub fn new(workers: usize) -> Result<Pool<T>, Error> {
+        Pool::builder().workers(workers).build()
+    }
+}
+
+impl<T: Task> Drop for Pool<T> {
+    /// Waits for submitted work, lets the workers exit and reaps every one of them.
+    fn drop(&mut self) {
+        {
+            let mut g = self.shared.lock();
+            g.sup.close();
+        }
+        let g = self
+            .shared
+            .drive(self.shared.lock(), |s| s.sup.outstanding() == 0);
+        drop(g);
+        self.stop_driver();
+        self.reap_all();
+    }
+}
+
+impl<T: Task> std::fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("task", &T::NAME)
+            .field("backend", &self.backend)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+fn into_result<O>(item: Item<O>) -> Result<O, Error> {
+    item.result.map_err(|error| Error::Job { pos: 0, error })
+}
+
+fn collect_one<T: Task>(mut g: MutexGuard<'_, State<T>>, req: u64) -> Result<T::Output, Error> {
+    let mut items = g.sup.take_collected(req).unwrap_or_default();
+    items.pop().map_or(Err(Error::Closed), into_result)
+}
+
+/// Turns a complete collect request's results into what its handle returns.
+type Finish<O, V> = fn(Vec<Item<O>>) -> Result<V, Error>;
+
+/// The lazy machinery behind `imap` and `imap_unordered`.
+struct Stream<'p, T: Task, I> {
+    pool: &'p Pool<T>,
+    input: Option<I>,
+    req: Result<u64, Option<Error>>,
+    submitted: u64,
+    taken: u64,
+}
+
+impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
+    fn new(pool: &'p Pool<T>, input: I, ordered: bool) -> Self {
+        let mut g = pool.shared.lock();
+        let window = g.sup.window();
+        let sink = if ordered {
+            Sink::Ordered(Reorder::new(window))
+        } else {
+            Sink::Unordered(VecDeque::new())
+        };
+        let req = g.sup.open(sink, false).map_err(Some);
+        if let (Some(n), Ok(_)) = (input.size_hint().1, &req) {
+            g.sup.hint_len(n);
+        }
+        drop(g);
+        Stream {
+            pool,
+            input: Some(input),
+            req,
+            submitted: 0,
+            taken: 0,
+        }
+    }
+
+    /// Pulls input (outside the lock) until the window is full, and submits it.
+    fn top_up(&mut self, req: u64) {
+        let Some(input) = &mut self.input else {
+            return;
+        };
+        let window = self.pool.shared.lock().sup.window() as u64;
+        let room = window.saturating_sub(self.submitted - self.taken);
+        if room == 0 {
+            return;
+        }
+        let mut fresh = Vec::new();
+        for _ in 0..room {
+            match input.next() {
+                Some(job) => fresh.push(job),
+                None => {
+                    self.input = None;
+                    break;
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        let mut g = self.pool.shared.lock();
+        g.sup.grow_window(req, window as usize);
+        for job in fresh {
+            let payload = g.engine.payload(job);
+            g.sup.submit(req, self.submitted, payload);
+            self.submitted += 1;
+        }
+        g.submit_now();
+    }
+
+    fn next_item(&mut self) -> Option<(u64, Item<T::Output>)> {
+        let req = match &mut self.req {
+            Ok(req) => *req,
+            Err(e) => {
+                return e.take().map(|e| {
+                    (
+                        0,
+                        Item {
+                            worker: None,
+                            result: Err(match e {
+                                Error::Closed => JobError::Terminated,
+                                other => JobError::Codec {
+                                    message: other.to_string(),
+                                },
+                            }),
+                        },
+                    )
+                });
+            }
+        };
+        self.top_up(req);
+        if self.input.is_none() && self.taken == self.submitted {
+            return None;
+        }
+        let g = self.pool.shared.lock();
+        let mut g = self.pool.shared.drive(g, |s| {
+            s.sup.has_next(req) || s.sup.request_outstanding(req) == 0
+        });
+        let item = g.sup.take_next(req);
+        if item.is_some() {
+            self.taken += 1;
+        }
+        item
+    }
+}
+
+impl<T: Task, I> Drop for Stream<'_, T, I> {
+    fn drop(&mut self) {
+        if let Ok(req) = self.req {
+            let mut g = self.pool.shared.lock();
+            g.sup.cancel(req);
+            g.sup.finish(req);
+        }
+    }
+}
+
+fn job_error(pos: u64, error: JobError) -> Error {
+    Error::Job { pos, error }
+}
+
+/// Outputs of [`Pool::imap`], in input order.
+pub struct Imap<'p, T: Task, I> {
+    inner: Stream<'p, T, I>,
+}
+
+impl<T: Task, I: Iterator<Item = T>> Iterator for Imap<'_, T, I> {
+    type Item = Result<T::Output, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = &mut self.inner.req {
+            return e.take().map(Err);
+        }
+        let (pos, item) = self.inner.next_item()?;
+        Some(item.result.map_err(|e| job_error(pos, e)))
+    }
+}
+
+/// Results of [`Pool::imap_unordered`], as they finish.
+pub struct ImapUnordered<'p, T: Task, I> {
+    inner: Stream<'p, T, I>,
+}
+
+impl<T: Task, I: Iterator<Item = T>> Iterator for ImapUnordered<'_, T, I> {
+    type Item = Tagged<T::Output>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = &mut self.inner.req {
+            return e.take().map(|e| Tagged {
+                pos: 0,
+                worker: None,
+                result: Err(e),
+            });
+        }
+        let (pos, item) = self.inner.next_item()?;
+        Some(Tagged {
+            pos,
+            worker: item.worker,
+            result: item.result.map_err(|e| job_error(pos, e)),
+        })
+    }
+}
+
+trait Source<V>: Send + Sync {
+    fn ready(&self) -> bool;
+    fn wait(&self, deadline: Option<Instant>) -> bool;
+    fn take(&self) -> Result<V, Error>;
+}
+
+struct PoolSource<T: Task, V> {
+    shared: Arc<Shared<T>>,
+    req: u64,
+    finish: Finish<T::Output, V>,
+}
+
+impl<T: Task, V> Source<V> for PoolSource<T, V> {
+    fn ready(&self) -> bool {
+        self.shared.lock().sup.is_complete(self.req)
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        let g = self.shared.lock();
+        match deadline {
+            None => {
+                let _g = self.shared.drive(g, |s| s.sup.is_complete(self.req));
+                true
+            }
+            Some(d) => {
+                self.shared
+                    .drive_until(g, d, |s| s.sup.is_complete(self.req))
+                    .1
+            }
+        }
+    }
+
+    fn take(&self) -> Result<V, Error> {
+        let items = self
+            .shared
+            .lock()
+            .sup
+            .take_collected(self.req)
+            .ok_or(Error::Closed)?;
+        // Positions: map the job error to the failing position.
+        let mut failed = None;
+        let items: Vec<Item<T::Output>> = items
+            .into_iter()
+            .enumerate()
+            .map(|(pos, mut item)| {
+                if failed.is_none() {
+                    if let Err(e) = &item.result {
+                        failed = Some(job_error(pos as u64, e.clone()));
+                        item.result = Err(e.clone());
+                    }
+                }
+                item
+            })
+            .collect();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        (self.finish)(items)
+    }
+}
+
+impl<T: Task, V> Drop for PoolSource<T, V> {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        g.sup.cancel(self.req);
+        g.sup.finish(self.req);
+    }
+}
+
+/// The pending result of [`Pool::apply_async`] or [`Pool::map_async`] (Python's
+/// `AsyncResult`). Dropping it withdraws the jobs not yet started.
+#[must_use = "dropping an AsyncResult withdraws its jobs"]
+pub struct AsyncResult<V> {
+    source: Option<Box<dyn Source<V>>>,
+    early: Option<Result<V, Error>>,
+}
+
+impl<V> AsyncResult<V> {
+    /// Whether the result is here (never blocks).
+    pub fn ready(&self) -> bool {
+        self.source.as_ref().is_none_or(|s| s.ready())
+    }
+
+    /// Waits until the result is here.
+    pub fn wait(&self) {
+        if let Some(s) = &self.source {
+            s.wait(None);
+        }
+    }
+
+    /// Waits at most `timeout`; returns whether the result is here.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        match &self.source {
+            Some(s) => s.wait(Some(Instant::now() + timeout)),
+            None => true,
+        }
+    }
+
+    /// Waits for the result and returns it.
+    pub fn get(mut self) -> Result<V, Error> {
+        if let Some(early) = self.early.take() {
+            return early;
+        }
+        match &self.source {
+            Some(s) => {
+                s.wait(None);
+                s.take()
+            }
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Waits at most `timeout` for the result; [`Error::Timeout`] if it is not here by then
+    /// (the handle is consumed either way, withdrawing unstarted jobs).
+    pub fn get_timeout(mut self, timeout: Duration) -> Result<V, Error> {
+        if let Some(early) = self.early.take() {
+            return early;
+        }
+        match &self.source {
+            Some(s) if s.wait(Some(Instant::now() + timeout)) => s.take(),
+            Some(_) => Err(Error::Timeout(timeout)),
+            None => Err(Error::Closed),
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for AsyncResult<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}

@@ -1,0 +1,131 @@
+//! The codec: the only module that names bincode.
+//!
+//! bincode 2.0.x through serde, with an explicit fixed-int little-endian configuration:
+//! that is the bincode-1 wire format, which other implementations (wincode) also speak,
+//! so the crate can be swapped without a protocol change. Decoding has a size limit equal
+//! to the largest frame, so a hostile length prefix inside a frame can never make us
+//! allocate more than a frame may hold; decoding must also consume the whole input.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The largest number of bytes one decode may claim; equal to the largest frame.
+pub const DECODE_LIMIT: usize = super::frame::MAX_FRAME_LIMIT as usize;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<DECODE_LIMIT>,
+>;
+
+const CONFIG: Config = bincode::config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding()
+    .with_limit::<DECODE_LIMIT>();
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(pub String);
+
+/// Appends the encoding of `value` to `out`; on error `out` is left as it was.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let at = out.len();
+    match bincode::serde::encode_into_std_write(value, out, CONFIG) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            out.truncate(at);
+            Err(CodecError(format!("encode failed: {e}")))
+        }
+    }
+}
+
+/// Encodes `value` into a new buffer.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes an owned value that must fill `bytes` exactly.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG)
+        .map_err(|e| CodecError(format!("decode failed: {e}")))?;
+    check_used(used, bytes.len())?;
+    Ok(value)
+}
+
+/// Decodes a value that borrows from `bytes` (zero-copy strings and byte slices).
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::borrow_decode_from_slice::<T, _>(bytes, CONFIG)
+        .map_err(|e| CodecError(format!("decode failed: {e}")))?;
+    check_used(used, bytes.len())?;
+    Ok(value)
+}
+
+fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
+    if used == len {
+        Ok(())
+    } else {
+        Err(CodecError(format!(
+            "decode failed: {} trailing bytes after the value",
+            len - used
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Sample {
+        A { x: u32, s: String },
+        B(f64),
+    }
+
+    #[test]
+    fn round_trip_and_fixed_layout() {
+        let v = Sample::A {
+            x: 7,
+            s: "hi".into(),
+        };
+        let bytes = encode(&v).unwrap();
+        // variant u32, x u32, len u64, "hi": the bincode-1 fixint layout.
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'h', b'i']
+        );
+        assert_eq!(decode::<Sample>(&bytes).unwrap(), v);
+        let b = encode(&Sample::B(1.5)).unwrap();
+        assert_eq!(decode::<Sample>(&b).unwrap(), Sample::B(1.5));
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = encode(&5u32).unwrap();
+        bytes.push(0);
+        let err = decode::<u32>(&bytes).unwrap_err();
+        assert!(err.0.contains("1 trailing bytes"), "{err}");
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_not_allocated() {
+        // A string claiming 2^40 bytes inside a 12-byte input.
+        let mut bytes = (1u64 << 40).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abcd");
+        assert!(decode::<String>(&bytes).is_err());
+        assert!(decode::<Vec<u64>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        let bytes = encode(&Sample::A {
+            x: 1,
+            s: "hello".into(),
+        })
+        .unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode::<Sample>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}

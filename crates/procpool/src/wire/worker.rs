@@ -1,0 +1,530 @@
+//! The worker's side of the conversation: greet, learn the task, install the context,
+//! then run jobs until the coordinator hangs up.
+//!
+//! Generic over plain `Read`/`Write` (behind `dyn`, so the registry can hold one
+//! monomorphic entry point per task), so tests drive it entirely in memory. Results are
+//! buffered and flushed only before a read that might block, or when a result has waited
+//! more than [`FLUSH_AFTER`]: many tiny jobs cost one write, and a slow job's result is
+//! never held back by the next one.
+
+use super::codec;
+use super::frame::{self, FrameError, FrameReader};
+use super::msg::{Down, JobMsg, Outcome, PROTOCOL_VERSION, Up};
+use crate::error::JobError;
+use crate::task::{Registry, Target, Task};
+use serde::Serialize;
+use std::io::{self, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// A result waits at most this long in the worker's buffer before it is written.
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
+
+/// Why a worker stopped serving (other than the coordinator hanging up, which is normal).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerError {
+    /// The coordinator sent something we cannot accept; we told it why, if we could.
+    #[error("{0}")]
+    Refused(String),
+    /// Framing or I/O failed.
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+impl From<io::Error> for WorkerError {
+    fn from(e: io::Error) -> Self {
+        WorkerError::Frame(FrameError::Io(e))
+    }
+}
+
+/// The receiving half: a frame decoder over the input.
+pub(crate) struct Rx<'a> {
+    reader: FrameReader,
+    input: &'a mut dyn Read,
+}
+
+/// The sending half: buffered frames over the output.
+pub(crate) struct Tx<'a> {
+    out: Vec<u8>,
+    output: &'a mut dyn Write,
+    max_frame: u32,
+    pending_since: Option<Instant>,
+}
+
+/// Both halves of a worker's connection to its coordinator.
+pub(crate) struct Conn<'a> {
+    rx: Rx<'a>,
+    tx: Tx<'a>,
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn new(input: &'a mut dyn Read, output: &'a mut dyn Write) -> Conn<'a> {
+        Conn {
+            rx: Rx {
+                reader: FrameReader::new(frame::DEFAULT_MAX_FRAME),
+                input,
+            },
+            tx: Tx {
+                out: Vec::with_capacity(64 << 10),
+                output,
+                max_frame: frame::DEFAULT_MAX_FRAME,
+                pending_since: None,
+            },
+        }
+    }
+}
+
+impl Rx<'_> {
+    /// The next frame; flushes `tx` first when the read might block. `None` at a clean end.
+    fn recv(&mut self, tx: &mut Tx<'_>) -> Result<Option<&[u8]>, WorkerError> {
+        while !self.reader.has_frame() {
+            tx.flush()?;
+            match self.reader.fill_from(self.input) {
+                Ok(0) => {
+                    self.reader.finish()?;
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.reader.next_frame()?)
+    }
+}
+
+impl Tx<'_> {
+    fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), WorkerError> {
+        frame::write_frame(&mut self.out, msg, self.max_frame)?;
+        if self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
+        }
+        if self.out.len() >= 256 << 10 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush_if_stale(&mut self) -> Result<(), WorkerError> {
+        if self
+            .pending_since
+            .is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.output.write_all(&self.out)?;
+            self.output.flush()?;
+            self.out.clear();
+        }
+        self.pending_since = None;
+        Ok(())
+    }
+}
+
+/// Refuses: tells the coordinator why (best effort) and fails with the same reason.
+fn refuse(tx: &mut Tx<'_>, reason: String) -> WorkerError {
+    let _ = tx.send(&Up::Refused {
+        reason: reason.clone(),
+    });
+    let _ = tx.flush();
+    WorkerError::Refused(reason)
+}
+
+/// Serves one coordinator connection to its end. `Ok` when the coordinator hung up.
+pub(crate) fn serve(
+    registry: &Registry,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<(), WorkerError> {
+    let mut conn = Conn::new(input, output);
+    conn.tx.send(&Up::Hello {
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    })?;
+    let Some(first) = conn.rx.recv(&mut conn.tx)? else {
+        return Ok(());
+    };
+    let (task, max_frame) = match codec::decode_borrowed::<Down<'_>>(first) {
+        Ok(Down::Hello {
+            protocol,
+            task,
+            max_frame,
+            ..
+        }) if protocol == PROTOCOL_VERSION => (task.to_owned(), max_frame),
+        Ok(Down::Hello { protocol, .. }) => {
+            return Err(refuse(
+                &mut conn.tx,
+                format!(
+                    "coordinator speaks protocol version {protocol}, this worker speaks \
+                     {PROTOCOL_VERSION}"
+                ),
+            ));
+        }
+        Ok(other) => {
+            return Err(refuse(
+                &mut conn.tx,
+                format!("expected a greeting, got {}", describe(&other)),
+            ));
+        }
+        Err(e) => {
+            return Err(refuse(
+                &mut conn.tx,
+                format!("undecodable greeting (another protocol version?): {e}"),
+            ));
+        }
+    };
+    conn.rx.reader.set_max(max_frame);
+    conn.tx.max_frame = max_frame.min(frame::MAX_FRAME_LIMIT);
+    if let Some(serve_task) = registry.find_task(&task) {
+        return serve_task(&mut conn);
+    }
+    if let Some(run) = registry.find_target(&task) {
+        let Some(frame) = conn.rx.recv(&mut conn.tx)? else {
+            return Ok(());
+        };
+        let payload = match codec::decode_borrowed::<Down<'_>>(frame) {
+            Ok(Down::Run { payload }) => payload,
+            Ok(other) => {
+                return Err(refuse(
+                    &mut conn.tx,
+                    format!("expected a target to run, got {}", describe(&other)),
+                ));
+            }
+            Err(e) => return Err(refuse(&mut conn.tx, format!("undecodable target: {e}"))),
+        };
+        let payload = payload.to_vec();
+        conn.tx.send(&Up::Ready)?;
+        conn.tx.flush()?;
+        return run(&payload).map_err(|e| WorkerError::Refused(format!("target {task:?}: {e}")));
+    }
+    let known = registry.names().join(", ");
+    Err(refuse(
+        &mut conn.tx,
+        format!(
+            "no task or target named {task:?} is registered in this binary (registered: {}); \
+             add it to the Registry given to serve_if_worker",
+            if known.is_empty() { "none" } else { &known }
+        ),
+    ))
+}
+
+fn describe(msg: &Down<'_>) -> &'static str {
+    match msg {
+        Down::Hello { .. } => "a second greeting",
+        Down::Context { .. } => "a context",
+        Down::Jobs(_) => "jobs",
+        Down::Run { .. } => "a process target",
+    }
+}
+
+/// Runs one job, catching a panic; returns the outcome and the nanoseconds it ran.
+pub(crate) fn run_caught<T: Task>(task: T, ctx: &T::Context) -> (Result<T::Output, JobError>, u64) {
+    let start = Instant::now();
+    let result = panic::catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    (
+        result.map_err(|payload| JobError::Panicked {
+            message: panic_message(payload.as_ref()),
+        }),
+        ns,
+    )
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// The pool loop for task `T` (registered per task in the [`Registry`]).
+pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError> {
+    let Conn { rx, tx } = conn;
+    let Some(frame) = rx.recv(tx)? else {
+        return Ok(());
+    };
+    let ctx: T::Context = match codec::decode_borrowed::<Down<'_>>(frame) {
+        Ok(Down::Context { payload }) => match codec::decode(payload) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                return Err(refuse(
+                    tx,
+                    format!("could not decode the context of task {:?}: {e}", T::NAME),
+                ));
+            }
+        },
+        Ok(other) => {
+            return Err(refuse(
+                tx,
+                format!("expected a context, got {}", describe(&other)),
+            ));
+        }
+        Err(e) => return Err(refuse(tx, format!("undecodable context frame: {e}"))),
+    };
+    tx.send(&Up::Ready)?;
+    let mut scratch = Vec::new();
+    loop {
+        let Some(frame) = rx.recv(tx)? else {
+            return Ok(());
+        };
+        let jobs = match codec::decode_borrowed::<Down<'_>>(frame) {
+            Ok(Down::Jobs(jobs)) => jobs,
+            Ok(other) => {
+                return Err(refuse(
+                    tx,
+                    format!("expected jobs, got {}", describe(&other)),
+                ));
+            }
+            Err(e) => return Err(refuse(tx, format!("undecodable jobs frame: {e}"))),
+        };
+        for JobMsg { id, payload } in jobs {
+            scratch.clear();
+            let (outcome, compute_ns) = match codec::decode::<T>(payload) {
+                Ok(task) => {
+                    let (result, ns) = run_caught(task, &ctx);
+                    let outcome = match result {
+                        Ok(output) => match codec::encode_into(&output, &mut scratch) {
+                            Ok(()) => Outcome::Ok(&scratch),
+                            Err(e) => Outcome::Err(JobError::Codec {
+                                message: format!("output: {e}"),
+                            }),
+                        },
+                        Err(e) => Outcome::Err(e),
+                    };
+                    (outcome, ns)
+                }
+                Err(e) => (
+                    Outcome::Err(JobError::Codec {
+                        message: format!("input: {e}"),
+                    }),
+                    0,
+                ),
+            };
+            let done = Up::Done {
+                id,
+                compute_ns,
+                outcome,
+            };
+            if let Err(FrameError::TooLong { len, max }) =
+                frame::write_frame(&mut tx.out, &done, tx.max_frame)
+            {
+                tx.send(&Up::Done {
+                    id,
+                    compute_ns,
+                    outcome: Outcome::Err(JobError::Codec {
+                        message: format!(
+                            "output of {len} bytes is over the frame limit of {max} bytes"
+                        ),
+                    }),
+                })?;
+            } else if tx.pending_since.is_none() {
+                tx.pending_since = Some(Instant::now());
+            }
+            tx.flush_if_stale()?;
+        }
+    }
+}
+
+/// Runs a process target from its encoded bytes.
+pub(crate) fn run_target<T: Target>(payload: &[u8]) -> Result<(), String> {
+    let target: T = codec::decode(payload).map_err(|e| e.to_string())?;
+    target.run();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize)]
+    struct AddCtx(u64);
+    impl Task for AddCtx {
+        const NAME: &'static str = "add-ctx";
+        type Context = u64;
+        type Output = u64;
+        fn run(self, ctx: &u64) -> u64 {
+            if self.0 == 13 {
+                panic!("unlucky {}", self.0);
+            }
+            self.0 + ctx
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new().task::<AddCtx>()
+    }
+
+    fn frames(msgs: &[Down<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            frame::write_frame(&mut out, m, frame::DEFAULT_MAX_FRAME).unwrap();
+        }
+        out
+    }
+
+    fn replies(bytes: &[u8]) -> Vec<Up<'static>> {
+        let mut r = FrameReader::new(frame::DEFAULT_MAX_FRAME);
+        r.push(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            let up: Up<'_> = codec::decode_borrowed(f).unwrap();
+            out.push(match up {
+                Up::Hello { protocol, pid } => Up::Hello { protocol, pid },
+                Up::Ready => Up::Ready,
+                Up::Refused { reason } => Up::Refused { reason },
+                Up::Done {
+                    id,
+                    outcome: Outcome::Ok(b),
+                    ..
+                } => Up::Done {
+                    id,
+                    compute_ns: 0,
+                    outcome: Outcome::Ok(Box::leak(b.to_vec().into_boxed_slice())),
+                },
+                Up::Done {
+                    id,
+                    outcome: Outcome::Err(e),
+                    ..
+                } => Up::Done {
+                    id,
+                    compute_ns: 0,
+                    outcome: Outcome::Err(e),
+                },
+            });
+        }
+        r.finish().unwrap();
+        out
+    }
+
+    fn hello(task: &str) -> Down<'_> {
+        Down::Hello {
+            protocol: PROTOCOL_VERSION,
+            task,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+        }
+    }
+
+    #[test]
+    fn serves_jobs_in_memory_and_survives_a_panic() {
+        let ctx = codec::encode(&100u64).unwrap();
+        let j1 = codec::encode(&AddCtx(1)).unwrap();
+        let j2 = codec::encode(&AddCtx(13)).unwrap();
+        let input = frames(&[
+            hello("add-ctx"),
+            Down::Context { payload: &ctx },
+            Down::Jobs(vec![
+                JobMsg {
+                    id: 7,
+                    payload: &j1,
+                },
+                JobMsg {
+                    id: 8,
+                    payload: &j2,
+                },
+            ]),
+            Down::Jobs(vec![JobMsg {
+                id: 9,
+                payload: &j1,
+            }]),
+        ]);
+        let mut out = Vec::new();
+        serve(&registry(), &mut input.as_slice(), &mut out).unwrap();
+        let got = replies(&out);
+        assert!(matches!(
+            got[0],
+            Up::Hello {
+                protocol: PROTOCOL_VERSION,
+                ..
+            }
+        ));
+        assert_eq!(got[1], Up::Ready);
+        let expect_101 = codec::encode(&101u64).unwrap();
+        assert!(
+            matches!(&got[2], Up::Done { id: 7, outcome: Outcome::Ok(b), .. } if *b == expect_101.as_slice())
+        );
+        assert!(
+            matches!(&got[3], Up::Done { id: 8, outcome: Outcome::Err(JobError::Panicked { message }), .. }
+            if message == "unlucky 13")
+        );
+        assert!(matches!(&got[4], Up::Done { id: 9, .. }));
+        assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn refuses_unknown_task_and_other_versions() {
+        let input = frames(&[hello("nope")]);
+        let mut out = Vec::new();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        assert!(
+            err.to_string().contains("no task or target named \"nope\""),
+            "{err}"
+        );
+        assert!(err.to_string().contains("add-ctx"), "{err}");
+        assert!(matches!(replies(&out).last(), Some(Up::Refused { .. })));
+
+        let input = frames(&[Down::Hello {
+            protocol: PROTOCOL_VERSION + 1,
+            task: "add-ctx",
+            max_frame: 1024,
+        }]);
+        let mut out = Vec::new();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        assert!(err.to_string().contains("protocol version"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let mut out = Vec::new();
+        let garbage = [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(serve(&registry(), &mut garbage.as_slice(), &mut out).is_err());
+
+        let ctx = codec::encode(&1u64).unwrap();
+        let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &ctx }]);
+        input.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+        let mut out = Vec::new();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        assert!(err.to_string().contains("middle of a frame"), "{err}");
+
+        let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &[1, 2] }]);
+        input.truncate(input.len());
+        let mut out = Vec::new();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        assert!(
+            err.to_string().contains("could not decode the context"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn undecodable_job_is_a_codec_error_for_that_job() {
+        let ctx = codec::encode(&1u64).unwrap();
+        let input = frames(&[
+            hello("add-ctx"),
+            Down::Context { payload: &ctx },
+            Down::Jobs(vec![JobMsg {
+                id: 1,
+                payload: &[1, 2, 3],
+            }]),
+        ]);
+        let mut out = Vec::new();
+        serve(&registry(), &mut input.as_slice(), &mut out).unwrap();
+        assert!(matches!(
+            replies(&out).last(),
+            Some(Up::Done {
+                id: 1,
+                outcome: Outcome::Err(JobError::Codec { .. }),
+                ..
+            })
+        ));
+    }
+}

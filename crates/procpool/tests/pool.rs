@@ -1,0 +1,794 @@
+//! The pool against real worker processes (and its thread and serial twins): ordering,
+//! laziness, faults that really kill, and nothing left in the process table.
+//!
+//! A custom harness (libtest-mimic), because this binary is also the worker: `main` hands
+//! it to `serve_if_worker` before anything else. Every test runs under a watchdog, so a
+//! hang is a failure, never a stuck CI job.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use procpool::{
+    Backend, Chunk, Error, JobError, Pool, Process, Queue, QueueSender, Registry, Target, Task,
+};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+// ----- tasks ---------------------------------------------------------------------------
+
+/// Sleeps, then echoes its position (and reports its pid).
+#[derive(Serialize, Deserialize)]
+struct Nap {
+    pos: u64,
+    micros: u64,
+}
+impl Task for Nap {
+    const NAME: &'static str = "nap";
+    type Context = ();
+    type Output = (u64, u32);
+    fn run(self, _: &()) -> (u64, u32) {
+        std::thread::sleep(Duration::from_micros(self.micros));
+        (self.pos, std::process::id())
+    }
+}
+
+/// Misbehaves on request.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+enum Trouble {
+    Fine(u64),
+    Panic(u64),
+    Abort(u64),
+    Exit(u64, i32),
+    SleepMs(u64),
+}
+impl Task for Trouble {
+    const NAME: &'static str = "trouble";
+    type Context = ();
+    type Output = u64;
+    fn run(self, _: &()) -> u64 {
+        match self {
+            Trouble::Fine(x) => x,
+            Trouble::Panic(x) => panic!("job {x} panicked on purpose"),
+            Trouble::Abort(x) => {
+                eprintln!("about to abort on job {x}");
+                let _ = std::io::stderr().flush();
+                std::process::abort()
+            }
+            Trouble::Exit(x, code) => {
+                eprintln!("exiting with {code} on job {x}");
+                std::process::exit(code)
+            }
+            Trouble::SleepMs(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                ms
+            }
+        }
+    }
+}
+
+/// A float kernel using a context: weighted sum of the context with a job scalar.
+#[derive(Serialize, Deserialize)]
+struct Weigh(f64);
+impl Task for Weigh {
+    const NAME: &'static str = "weigh";
+    type Context = Vec<f64>;
+    type Output = f64;
+    fn run(self, ctx: &Vec<f64>) -> f64 {
+        ctx.iter().map(|x| (x * self.0).sin()).sum()
+    }
+}
+
+/// A task that is deliberately missing from the registry.
+#[derive(Serialize, Deserialize)]
+struct Unregistered;
+impl Task for Unregistered {
+    const NAME: &'static str = "unregistered";
+    type Context = ();
+    type Output = ();
+    fn run(self, _: &()) {}
+}
+
+/// The seed's `rand_string(length, pos, output)`.
+#[derive(Serialize, Deserialize)]
+struct RandString {
+    len: usize,
+    pos: usize,
+    output: QueueSender<(usize, String)>,
+}
+impl Target for RandString {
+    const NAME: &'static str = "rand_string";
+    fn run(self) {
+        let s: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(self.len)
+            .map(char::from)
+            .collect();
+        let _ = self.output.put(&(self.pos, s));
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new()
+        .task::<Nap>()
+        .task::<Trouble>()
+        .task::<Weigh>()
+        .target::<RandString>()
+}
+
+// ----- helpers -------------------------------------------------------------------------
+
+fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(msg().into()) }
+}
+
+fn quiet<T: Task>(backend: Backend, workers: usize) -> procpool::PoolBuilder<T> {
+    Pool::<T>::builder()
+        .backend(backend)
+        .workers(workers)
+        .forward_worker_output(false)
+}
+
+/// Whether `pid` is still in the process table (a zombie counts: it was not reaped).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
+fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
+    Trial::test(name, move || {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(f)
+                .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p)).into()));
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
+    })
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+// ----- tests ---------------------------------------------------------------------------
+
+fn ordering_under_random_delays() -> Result<(), Failed> {
+    for backend in Backend::ALL {
+        let pool = quiet::<Nap>(backend, 3)
+            .chunksize(Chunk::Fixed(1))
+            .build()?;
+        let mut rng = rand::rng();
+        let jobs: Vec<Nap> = (0..60)
+            .map(|pos| Nap {
+                pos,
+                micros: rng.random_range(0..3000),
+            })
+            .collect();
+        let out = pool.map(jobs)?;
+        let positions: Vec<u64> = out.iter().map(|(p, _)| *p).collect();
+        check(positions == (0..60).collect::<Vec<_>>(), || {
+            format!("{backend}: out of order: {positions:?}")
+        })?;
+        if backend == Backend::Process {
+            let pids: BTreeSet<u32> = out.iter().map(|(_, pid)| *pid).collect();
+            check(pids.len() > 1, || {
+                format!("all jobs ran in one process: {pids:?}")
+            })?;
+            check(!pids.contains(&std::process::id()), || {
+                "a job ran in the parent".into()
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn imap_unordered_tags_every_position_once() -> Result<(), Failed> {
+    for backend in Backend::ALL {
+        let pool = quiet::<Nap>(backend, 3).build()?;
+        let mut rng = rand::rng();
+        let jobs = (0..80).map(move |pos| Nap {
+            pos,
+            micros: rng.random_range(0..2000),
+        });
+        let mut seen = BTreeSet::new();
+        for tagged in pool.imap_unordered(jobs) {
+            let (echo, pid) = tagged.result?;
+            check(echo == tagged.pos, || {
+                format!("{backend}: result {echo} tagged with pos {}", tagged.pos)
+            })?;
+            let worker = tagged.worker.ok_or("no worker on a computed result")?;
+            check(worker.pid == pid, || {
+                format!("{backend}: tagged pid {} but ran in {pid}", worker.pid)
+            })?;
+            check(seen.insert(tagged.pos), || {
+                format!("{backend}: pos {} twice", tagged.pos)
+            })?;
+        }
+        check(seen.len() == 80, || {
+            format!("{backend}: {} results, expected 80", seen.len())
+        })?;
+    }
+    Ok(())
+}
+
+fn endless_imap_take_computes_a_bounded_number() -> Result<(), Failed> {
+    for backend in Backend::ALL {
+        let window = 8;
+        let pool = quiet::<Nap>(backend, 2).window(window).build()?;
+        let pulled = Cell::new(0u64);
+        let endless = (0u64..).map(|pos| {
+            pulled.set(pulled.get() + 1);
+            Nap { pos, micros: 100 }
+        });
+        let k = 25;
+        let first: Vec<u64> = pool
+            .imap(endless)
+            .take(k)
+            .map(|r| r.map(|(p, _)| p))
+            .collect::<Result<_, _>>()?;
+        check(first == (0..k as u64).collect::<Vec<_>>(), || {
+            format!("{backend}: {first:?}")
+        })?;
+        let bound = k as u64 + window as u64;
+        check(pulled.get() <= bound, || {
+            format!(
+                "{backend}: pulled {} inputs for {k} results (window {window})",
+                pulled.get()
+            )
+        })?;
+        let done = pool.stats().jobs_done;
+        check(done <= bound, || {
+            format!("{backend}: computed {done} jobs for {k} results")
+        })?;
+    }
+    Ok(())
+}
+
+fn three_backends_give_identical_bits() -> Result<(), Failed> {
+    let ctx: Vec<f64> = (0..5000).map(|i| (i as f64).sqrt() * 0.37).collect();
+    let jobs = || (0..200).map(|i| Weigh(1.0 + i as f64 / 97.0));
+    let mut outputs = Vec::new();
+    for backend in Backend::ALL {
+        let pool = quiet::<Weigh>(backend, 2).context(ctx.clone()).build()?;
+        let out: Vec<u64> = pool.map(jobs())?.into_iter().map(f64::to_bits).collect();
+        outputs.push((backend, out));
+    }
+    let (_, first) = &outputs[0];
+    for (backend, out) in &outputs[1..] {
+        check(out == first, || format!("{backend} differs from serial"))?;
+    }
+    Ok(())
+}
+
+fn context_is_sent_once_per_worker() -> Result<(), Failed> {
+    let ctx: Vec<f64> = vec![0.5; 100_000]; // 800 kB
+    let pool = quiet::<Weigh>(Backend::Process, 2).context(ctx).build()?;
+    let n = 300;
+    let out = pool.map((0..n).map(|i| Weigh(i as f64)))?;
+    check(out.len() == n, || "lost results".into())?;
+    let sent = pool.stats().bytes_sent;
+    // Twice the context (one per worker) plus small job frames; far below once per job.
+    check(sent < 2 * 800_000 + 100_000, || {
+        format!("{sent} bytes sent for {n} jobs")
+    })?;
+    check(sent > 2 * 800_000, || {
+        format!("{sent} bytes: context not sent to both workers?")
+    })?;
+    Ok(())
+}
+
+fn panic_fails_only_that_job() -> Result<(), Failed> {
+    for backend in Backend::ALL {
+        let pool = quiet::<Trouble>(backend, 2).build()?;
+        let jobs = (0..20).map(|i| {
+            if i == 7 {
+                Trouble::Panic(i)
+            } else {
+                Trouble::Fine(i)
+            }
+        });
+        let results: Vec<Result<u64, Error>> = pool.imap(jobs).collect();
+        for (i, r) in results.iter().enumerate() {
+            match (i, r) {
+                (
+                    7,
+                    Err(Error::Job {
+                        pos: 7,
+                        error: JobError::Panicked { message },
+                    }),
+                ) => {
+                    check(message == "job 7 panicked on purpose", || {
+                        format!("message {message:?}")
+                    })?;
+                }
+                (7, other) => return Err(format!("{backend}: job 7 gave {other:?}").into()),
+                (_, Ok(v)) => check(*v == i as u64, || format!("{backend}: job {i} gave {v}"))?,
+                (_, Err(e)) => return Err(format!("{backend}: job {i} failed: {e}").into()),
+            }
+        }
+        check(pool.apply(Trouble::Fine(99))? == 99, || {
+            "pool unusable after a panic".into()
+        })?;
+        let e = pool.apply(Trouble::Panic(1)).unwrap_err();
+        check(e.to_string().contains("panicked on purpose"), || {
+            format!("apply error {e}")
+        })?;
+    }
+    Ok(())
+}
+
+fn map_stops_at_the_first_failure() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 2).build()?;
+    let jobs = (0..50).map(|i| {
+        if i == 3 {
+            Trouble::Panic(i)
+        } else {
+            Trouble::Fine(i)
+        }
+    });
+    match pool.map(jobs) {
+        Err(Error::Job {
+            pos: 3,
+            error: JobError::Panicked { .. },
+        }) => Ok(()),
+        other => Err(format!("map gave {other:?}").into()),
+    }
+}
+
+fn sigkill_of_a_worker_is_diagnosed_without_hanging() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 2)
+        .retries(0)
+        .chunksize(Chunk::Fixed(1))
+        .build()?;
+    let victim = pool.pids()[0];
+    let jobs = (0..30).map(|_| Trouble::SleepMs(20));
+    let mut it = pool.imap(jobs);
+    // Let work start, then kill a busy worker from outside.
+    let first = it.next().ok_or("no first result")?;
+    check(first.is_ok(), || format!("first result {first:?}"))?;
+    // SAFETY: kill(2) has no memory effects; the pid is a live child of this process.
+    let rc = unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    check(rc == 0, || "kill failed".into())?;
+    let rest: Vec<Result<u64, Error>> = it.collect();
+    check(rest.len() == 29, || {
+        format!("{} results after the first, expected 29", rest.len())
+    })?;
+    let failures: Vec<&Error> = rest.iter().filter_map(|r| r.as_ref().err()).collect();
+    check(failures.len() == 1, || {
+        format!("expected exactly the held job to fail, got {failures:?}")
+    })?;
+    let msg = failures[0].to_string();
+    check(msg.contains(&format!("pid {victim}")), || {
+        format!("no pid in {msg:?}")
+    })?;
+    check(msg.contains("SIGKILL (9)"), || {
+        format!("no signal in {msg:?}")
+    })?;
+    check(
+        matches!(
+            failures[0],
+            Error::Job {
+                error: JobError::WorkerDied { attempts: 1, .. },
+                ..
+            }
+        ),
+        || format!("{:?}", failures[0]),
+    )?;
+    check(!alive(victim), || {
+        format!("killed worker {victim} was not reaped")
+    })?;
+    check(pool.pids().len() == 2, || {
+        "the dead worker was not replaced".into()
+    })?;
+    Ok(())
+}
+
+fn sigkill_with_retries_loses_nothing() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 2)
+        .chunksize(Chunk::Fixed(1))
+        .build()?;
+    let victim = pool.pids()[1];
+    let handle = pool.map_async((0..40).map(|_| Trouble::SleepMs(10)));
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: as above.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let out = handle.get()?;
+    check(out.len() == 40 && out.iter().all(|&v| v == 10), || {
+        format!("{out:?}")
+    })?;
+    let stats = pool.stats();
+    check(stats.workers_lost == 1, || format!("{stats:?}"))?;
+    Ok(())
+}
+
+fn a_crashing_job_fails_after_its_retries_with_stderr() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 2).retries(2).build()?;
+    let jobs: Vec<Trouble> = (0..12)
+        .map(|i| {
+            if i == 5 {
+                Trouble::Abort(i)
+            } else {
+                Trouble::Fine(i)
+            }
+        })
+        .collect();
+    let results: Vec<Result<u64, Error>> = pool.imap(jobs).collect();
+    for (i, r) in results.iter().enumerate() {
+        if i == 5 {
+            let Err(Error::Job {
+                pos: 5,
+                error:
+                    JobError::WorkerDied {
+                        attempts,
+                        status,
+                        stderr_tail,
+                        ..
+                    },
+            }) = r
+            else {
+                return Err(format!("job 5 gave {r:?}").into());
+            };
+            check(*attempts == 3, || format!("attempts {attempts}"))?;
+            check(status.contains("SIGABRT (6)"), || {
+                format!("status {status:?}")
+            })?;
+            check(stderr_tail.contains("about to abort on job 5"), || {
+                format!("tail {stderr_tail:?}")
+            })?;
+        } else {
+            check(matches!(r, Ok(v) if *v == i as u64), || {
+                format!("job {i}: {r:?}")
+            })?;
+        }
+    }
+    let stats = pool.stats();
+    check(stats.workers_lost == 3, || format!("{stats:?}"))?;
+    let e = pool.apply(Trouble::Exit(1, 42)).unwrap_err();
+    check(e.to_string().contains("exited with code 42"), || {
+        e.to_string()
+    })?;
+    Ok(())
+}
+
+fn job_timeout_kills_and_replaces_the_worker() -> Result<(), Failed> {
+    for backend in [Backend::Process, Backend::Thread] {
+        let pool = quiet::<Trouble>(backend, 2)
+            .job_timeout(Duration::from_millis(300))
+            .chunksize(Chunk::Fixed(1))
+            .build()?;
+        let before = pool.pids();
+        let jobs = vec![
+            Trouble::SleepMs(5),
+            Trouble::SleepMs(10_000),
+            Trouble::Fine(3),
+            Trouble::SleepMs(5),
+        ];
+        let t = Instant::now();
+        let results: Vec<Result<u64, Error>> = pool.imap(jobs).collect();
+        check(t.elapsed() < Duration::from_secs(5), || {
+            format!("{backend}: took {:?}", t.elapsed())
+        })?;
+        check(
+            matches!(
+                &results[1],
+                Err(Error::Job {
+                    pos: 1,
+                    error: JobError::TimedOut { .. }
+                })
+            ),
+            || format!("{backend}: {:?}", results[1]),
+        )?;
+        check(results.iter().filter(|r| r.is_ok()).count() == 3, || {
+            format!("{backend}: {results:?}")
+        })?;
+        if backend == Backend::Process {
+            let after = pool.pids();
+            check(after.len() == 2 && after != before, || {
+                format!("before {before:?} after {after:?}")
+            })?;
+            for pid in before.iter().filter(|p| !after.contains(p)) {
+                check(!alive(*pid), || {
+                    format!("timed-out worker {pid} still exists")
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn drop_and_terminate_leave_no_process() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 3).build()?;
+    let pids = pool.pids();
+    check(pids.iter().all(|p| alive(*p)), || {
+        "workers not running".into()
+    })?;
+    pool.map((0..10).map(Trouble::Fine))?;
+    drop(pool);
+    for pid in &pids {
+        check(!alive(*pid), || format!("worker {pid} left after drop"))?;
+    }
+
+    let pool = quiet::<Trouble>(Backend::Process, 2).build()?;
+    let pids = pool.pids();
+    let handle = pool.map_async((0..6).map(|_| Trouble::SleepMs(5_000)));
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    pool.terminate();
+    check(t.elapsed() < Duration::from_secs(3), || {
+        format!("terminate took {:?}", t.elapsed())
+    })?;
+    match handle.get() {
+        Err(Error::Job {
+            error: JobError::Terminated,
+            ..
+        }) => {}
+        other => return Err(format!("after terminate: {other:?}").into()),
+    }
+    for pid in &pids {
+        check(!alive(*pid), || {
+            format!("worker {pid} left after terminate")
+        })?;
+    }
+    check(
+        matches!(pool.apply(Trouble::Fine(1)), Err(Error::Closed)),
+        || "terminated pool took work".into(),
+    )?;
+    Ok(())
+}
+
+fn async_handles_behave_like_pythons() -> Result<(), Failed> {
+    for backend in Backend::ALL {
+        let pool = quiet::<Trouble>(backend, 2).build()?;
+        let handles: Vec<_> = (1..=6)
+            .map(|x| pool.apply_async(Trouble::Fine(x * x * x)))
+            .collect();
+        let got: Vec<u64> = handles
+            .into_iter()
+            .map(|h| h.get())
+            .collect::<Result<_, _>>()?;
+        check(got == [1, 8, 27, 64, 125, 216], || {
+            format!("{backend}: {got:?}")
+        })?;
+
+        let slow = pool.apply_async(Trouble::SleepMs(300));
+        if backend != Backend::Serial {
+            check(!slow.ready(), || format!("{backend}: ready too early"))?;
+            check(!slow.wait_timeout(Duration::from_millis(10)), || {
+                "wait_timeout lied".into()
+            })?;
+        }
+        slow.wait();
+        check(slow.ready(), || "not ready after wait".into())?;
+        check(slow.get()? == 300, || "wrong value".into())?;
+
+        let many = pool.map_async((0..50).map(Trouble::Fine));
+        // The pool works in the background while nobody waits.
+        std::thread::sleep(Duration::from_millis(200));
+        check(many.ready(), || {
+            format!("{backend}: map_async made no progress in the background")
+        })?;
+        check(many.get()? == (0..50).collect::<Vec<_>>(), || {
+            "map_async order".into()
+        })?;
+
+        let late = pool.apply_async(Trouble::SleepMs(2_000));
+        match late.get_timeout(Duration::from_millis(50)) {
+            Err(Error::Timeout(_)) => {}
+            other if backend == Backend::Serial => drop(other),
+            other => return Err(format!("{backend}: get_timeout gave {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+fn unknown_task_is_refused_at_start_up() -> Result<(), Failed> {
+    let err = quiet::<Unregistered>(Backend::Process, 2)
+        .build()
+        .unwrap_err();
+    let msg = err.to_string();
+    check(
+        msg.contains("no task or target named \"unregistered\""),
+        || msg.clone(),
+    )?;
+    check(msg.contains("nap, rand_string, trouble, weigh"), || {
+        msg.clone()
+    })?;
+    Ok(())
+}
+
+fn bad_settings_are_errors_naming_the_value() -> Result<(), Failed> {
+    let e = quiet::<Trouble>(Backend::Process, 0).build().unwrap_err();
+    check(e.to_string().contains("got 0"), || e.to_string())?;
+    let e = quiet::<Trouble>(Backend::Process, 100_000)
+        .build()
+        .unwrap_err();
+    check(e.to_string().contains("got 100000"), || e.to_string())?;
+    let e = quiet::<Trouble>(Backend::Thread, 1)
+        .chunksize(Chunk::Fixed(0))
+        .build()
+        .unwrap_err();
+    check(e.to_string().contains("chunksize"), || e.to_string())?;
+    let e = quiet::<Weigh>(Backend::Thread, 1).build().unwrap_err();
+    check(e.to_string().contains("needs a context"), || e.to_string())?;
+    let e = "auto2".parse::<Chunk>().unwrap_err();
+    check(e.to_string().contains("\"auto2\""), || e.to_string())?;
+    Ok(())
+}
+
+fn auto_chunksize_is_measured_and_reported() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 2).build()?;
+    let out = pool.map((0..20_000).map(Trouble::Fine))?;
+    check(out.len() == 20_000, || "lost results".into())?;
+    let choice = pool
+        .chunk_choice()
+        .ok_or("no chunk choice after 20000 jobs")?;
+    check(choice.chunksize > 1, || format!("{choice:?}"))?;
+    check(choice.chunksize <= 20_000 / 8, || {
+        format!("chunk larger than a quarter share: {choice:?}")
+    })?;
+    check(choice.reason.contains("median"), || choice.reason.clone())?;
+    Ok(())
+}
+
+fn queue_and_processes_like_the_seed() -> Result<(), Failed> {
+    let output = Queue::<(usize, String)>::new()?;
+    let mut procs = (0..4)
+        .map(|pos| {
+            Process::spawn(RandString {
+                len: 5,
+                pos,
+                output: output.sender(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pids: Vec<u32> = procs.iter().map(Process::pid).collect();
+    for p in &mut procs {
+        let status = p.join()?;
+        check(status.success(), || {
+            format!("child {} ended {status}", p.pid())
+        })?;
+        check(!p.is_alive(), || "joined process alive".into())?;
+    }
+    // Joined before reading: the queue drained the children already, no deadlock.
+    let mut results: Vec<(usize, String)> = output.iter().take(4).collect();
+    results.sort();
+    let positions: Vec<usize> = results.iter().map(|r| r.0).collect();
+    check(positions == [0, 1, 2, 3], || format!("{results:?}"))?;
+    check(
+        results
+            .iter()
+            .all(|(_, s)| s.len() == 5 && s.chars().all(|c| c.is_ascii_alphanumeric())),
+        || format!("{results:?}"),
+    )?;
+    for pid in pids {
+        check(!alive(pid), || format!("process {pid} not reaped"))?;
+    }
+    check(output.try_get().is_none(), || "extra values".into())?;
+    check(
+        matches!(
+            output.get_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout(_))
+        ),
+        || "get_timeout on an empty queue".into(),
+    )?;
+    Ok(())
+}
+
+fn process_kill_and_drop_reap() -> Result<(), Failed> {
+    let q = Queue::<(usize, String)>::new()?;
+    let mut p = Process::spawn(RandString {
+        len: 3,
+        pos: 0,
+        output: q.sender(),
+    })?;
+    let _ = p.join()?;
+    let status = p.kill()?;
+    check(status.success(), || {
+        "kill after exit changed the status".into()
+    })?;
+    let err = Process::spawn(RandString {
+        len: 1,
+        pos: 0,
+        output: q.sender(),
+    })
+    .map(|_| ());
+    check(err.is_ok(), || format!("{err:?}"))?;
+    Ok(())
+}
+
+fn main() {
+    procpool::serve_if_worker(registry());
+    let args = Arguments::from_args();
+    let tests = vec![
+        watchdog(
+            "ordering_under_random_delays",
+            60,
+            ordering_under_random_delays,
+        ),
+        watchdog(
+            "imap_unordered_tags_every_position_once",
+            60,
+            imap_unordered_tags_every_position_once,
+        ),
+        watchdog(
+            "endless_imap_take_computes_a_bounded_number",
+            60,
+            endless_imap_take_computes_a_bounded_number,
+        ),
+        watchdog(
+            "three_backends_give_identical_bits",
+            60,
+            three_backends_give_identical_bits,
+        ),
+        watchdog(
+            "context_is_sent_once_per_worker",
+            60,
+            context_is_sent_once_per_worker,
+        ),
+        watchdog("panic_fails_only_that_job", 60, panic_fails_only_that_job),
+        watchdog(
+            "map_stops_at_the_first_failure",
+            60,
+            map_stops_at_the_first_failure,
+        ),
+        watchdog(
+            "sigkill_of_a_worker_is_diagnosed_without_hanging",
+            60,
+            sigkill_of_a_worker_is_diagnosed_without_hanging,
+        ),
+        watchdog(
+            "sigkill_with_retries_loses_nothing",
+            60,
+            sigkill_with_retries_loses_nothing,
+        ),
+        watchdog(
+            "a_crashing_job_fails_after_its_retries_with_stderr",
+            60,
+            a_crashing_job_fails_after_its_retries_with_stderr,
+        ),
+        watchdog(
+            "job_timeout_kills_and_replaces_the_worker",
+            60,
+            job_timeout_kills_and_replaces_the_worker,
+        ),
+        watchdog(
+            "drop_and_terminate_leave_no_process",
+            60,
+            drop_and_terminate_leave_no_process,
+        ),
+        watchdog(
+            "async_handles_behave_like_pythons",
+            60,
+            async_handles_behave_like_pythons,
+        ),
+        watchdog(
+            "unknown_task_is_refused_at_start_up",
+            60,
+            unknown_task_is_refused_at_start_up,
+        ),
+        watchdog(
+            "bad_settings_are_errors_naming_the_value",
+            60,
+            bad_settings_are_errors_naming_the_value,
+        ),
+        watchdog(
+            "auto_chunksize_is_measured_and_reported",
+            60,
+            auto_chunksize_is_measured_and_reported,
+        ),
+        watchdog(
+            "queue_and_processes_like_the_seed",
+            60,
+            queue_and_processes_like_the_seed,
+        ),
+        watchdog("process_kill_and_drop_reap", 60, process_kill_and_drop_reap),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
