@@ -1,1 +1,5 @@
-//! Black-box tests of the coordinator binary.
+//! Black-box tests of the `coordinator` binary: what a user types, what they see.
+
+mod common;
+mod errors;
+mod sweep;

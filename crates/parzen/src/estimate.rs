@@ -52,8 +52,9 @@ pub fn estimate_naive(samples: &Samples, point: &[f64], h: f64) -> f64 {
     density_from_count(k as u64, samples.len(), samples.dims(), h)
 }
 
-/// `(k / n) / h^d`, the one formula shared by both estimators so they round alike.
-fn density_from_count(k: u64, n: usize, dims: usize, h: f64) -> f64 {
+/// `(k / n) / h^d`, the one formula shared by both estimators so they round alike
+/// (`powf` is C `pow`, as in the numpy reference).
+pub fn density_from_count(k: u64, n: usize, dims: usize, h: f64) -> f64 {
     (k as f64 / n as f64) / h.powf(dims as f64)
 }
 

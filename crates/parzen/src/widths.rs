@@ -33,8 +33,10 @@ pub fn parse_widths(spec: &str) -> Result<Vec<f64>> {
             .filter(|c| (1..=MAX_LINSPACE_COUNT).contains(c))
             .ok_or_else(|| {
                 bad(
-                    count_item,
-                    &format!("COUNT must be an integer from 1 to {MAX_LINSPACE_COUNT}"),
+                    spec,
+                    &format!(
+                        "COUNT {count_item:?} must be an integer from 1 to {MAX_LINSPACE_COUNT}"
+                    ),
                 )
             })?;
         return linspace(start, stop, count)
@@ -42,7 +44,16 @@ pub fn parse_widths(spec: &str) -> Result<Vec<f64>> {
             .map(validate_width)
             .collect();
     }
-    spec.split(',').map(parse_width).collect()
+    spec.split(',')
+        .enumerate()
+        .map(|(i, item)| {
+            if item.trim().is_empty() {
+                Err(bad(spec, &format!("item {} is empty", i + 1)))
+            } else {
+                parse_width(item)
+            }
+        })
+        .collect()
 }
 
 /// Parses one list item (surrounding whitespace allowed) as a valid width.
@@ -120,7 +131,8 @@ mod tests {
     fn rejects_bad_specs_naming_the_item() {
         assert_eq!(err(""), r#"bad width spec "": the width list is empty"#);
         assert_eq!(err("  "), r#"bad width spec "  ": the width list is empty"#);
-        assert_eq!(err("0.5,,1"), r#"bad width spec "": empty item"#);
+        assert_eq!(err("0.5,,1"), r#"bad width spec "0.5,,1": item 2 is empty"#);
+        assert_eq!(err("0.5,"), r#"bad width spec "0.5,": item 2 is empty"#);
         assert_eq!(err("0.5,abc"), r#"bad width spec "abc": not a number"#);
         let finite = "a window width must be a finite number > 0";
         for item in ["0", "-1", "NaN", "inf", "-inf"] {
@@ -131,17 +143,14 @@ mod tests {
         }
         assert_eq!(err("0:1:3"), format!("bad width spec \"0\": {finite}"));
         assert_eq!(err("1:nan:3"), format!("bad width spec \"nan\": {finite}"));
-        let count = format!("COUNT must be an integer from 1 to {MAX_LINSPACE_COUNT}");
-        for c in ["0", "-2", "2.5", "x", ""] {
-            assert_eq!(
-                err(&format!("1:2:{c}")),
-                format!("bad width spec {c:?}: {count}")
-            );
+        let count = |c: &str| {
+            format!(
+                "bad width spec \"1:2:{c}\": COUNT {c:?} must be an integer from 1 to {MAX_LINSPACE_COUNT}"
+            )
+        };
+        for c in ["0", "-2", "2.5", "x", "", "99999999999"] {
+            assert_eq!(err(&format!("1:2:{c}")), count(c));
         }
-        assert_eq!(
-            err("1:2:99999999999"),
-            format!("bad width spec \"99999999999\": {count}")
-        );
         assert!(err("1:2").contains("START:STOP:COUNT"));
         assert!(err("1:2:3:4").contains("START:STOP:COUNT"));
     }

@@ -700,6 +700,13 @@ impl<T: Task> Supervisor<T> {
             return;
         };
         let compute = Duration::from_nanos(compute_ns);
+        debug!(
+            pos = job.pos,
+            worker = worker.map(|w| w.index),
+            pid = worker.map(|w| w.pid),
+            ok = outcome.is_ok(),
+            "result received after {compute:?} of compute"
+        );
         self.stats.compute += compute;
         if let (Some(limit), Backend::Serial) = (self.settings.job_timeout, self.settings.backend) {
             if compute > limit {
@@ -1062,6 +1069,18 @@ impl<T: Task> Supervisor<T> {
                             std::mem::replace(&mut job.payload, Payload::Value(None)),
                         ));
                     }
+                }
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let positions: Vec<u64> = ids
+                        .iter()
+                        .filter_map(|id| self.jobs.get(id).map(|j| j.pos))
+                        .collect();
+                    debug!(
+                        worker = slot.index,
+                        pid = slot.pid,
+                        ?positions,
+                        "jobs dispatched"
+                    );
                 }
                 let mut refs: Vec<(u64, &mut Payload<T>)> =
                     batch.iter_mut().map(|(id, p)| (*id, p)).collect();

@@ -118,6 +118,11 @@ impl<T: Task> ProcessEngine<T> {
                 .map_err(|e| Error::Spawn(format!("could not encode the greeting: {e}")))?;
         }
         let pid = child.pid();
+        tracing::debug!(
+            pid,
+            bytes = self.context.len(),
+            "greeting and context sent to the worker"
+        );
         self.workers.push(ProcWorker {
             key,
             child,

@@ -1,0 +1,176 @@
+//! The command line, as clap parses it: raw values only. [`crate::config`] turns them into
+//! a checked configuration before any process starts.
+//!
+//! Worker mode is not a clap subcommand: a worker is this binary re-executed as
+//! `coordinator __worker` with a marker in its environment, and `main` hands it to
+//! `procpool::serve_if_worker` before clap ever runs.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Parzen-window density sweep on a pool of worker processes, threads, or inline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "coordinator",
+    version,
+    about = "Parzen-window density sweep on a pool of worker processes (or threads, or inline)",
+    long_about = "Estimates the density of a sample at a point with the hypercube Parzen window, \
+                  one job per window width, on N worker processes; prints the estimates in width \
+                  order with the true density and the width that comes closest to it.",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// What to do (default: the density sweep).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The sweep's settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Subcommands besides the default sweep.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what machine and build this is (the seed's print_sysinfo, for Rust).
+    Sysinfo(SysinfoArgs),
+}
+
+/// `-v` / `-q`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct LogArgs {
+    /// Show what happens: workers spawned (pids), context sent, jobs dispatched, results
+    /// received, worker exits (-vv for more). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// Where jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// Worker processes (isolated; bincode over pipes).
+    Process,
+    /// OS threads sharing memory (no serialization).
+    Thread,
+    /// Inline, one job after another.
+    Serial,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+    /// Comma-separated rows with a header.
+    Csv,
+}
+
+/// The density sweep's options.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Number of workers [default: the number of CPUs].
+    #[arg(short, long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Where jobs run.
+    #[arg(short, long, value_enum, default_value = "process")]
+    pub backend: BackendArg,
+    /// Samples to draw from N(mean, cov) (accepts 1e6) [default: 10000].
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, conflicts_with = "data")]
+    pub samples: Option<u64>,
+    /// Random seed for the samples [default: 123].
+    #[arg(long, value_name = "S", conflicts_with = "data")]
+    pub seed: Option<u64>,
+    /// Dimensions of the Gaussian [default: 2, or as --mean/--cov imply].
+    #[arg(short, long, value_name = "D", conflicts_with = "data")]
+    pub dims: Option<usize>,
+    /// Mean of the Gaussian, comma-separated [default: all zeros].
+    #[arg(
+        long,
+        value_name = "X,Y,..",
+        allow_hyphen_values = true,
+        conflicts_with = "data"
+    )]
+    pub mean: Option<String>,
+    /// Covariance of the Gaussian, d*d values row by row, comma-separated [default: identity].
+    #[arg(
+        long,
+        value_name = "C11,C12,..",
+        allow_hyphen_values = true,
+        conflicts_with = "data"
+    )]
+    pub cov: Option<String>,
+    /// Your own samples instead of a Gaussian: CSV (one sample per row, optional header)
+    /// or numpy .npy (2-D float64). The true density is then unknown.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Where to estimate the density, comma-separated [default: the origin].
+    #[arg(short, long, value_name = "X,Y,..", allow_hyphen_values = true)]
+    pub point: Option<String>,
+    /// Window widths: a list (0.5,1,1.5) or START:STOP:COUNT, inclusive like numpy.linspace
+    /// [default: 0.1,0.2,..,1.2, the seed's table].
+    #[arg(long, value_name = "SPEC")]
+    pub widths: Option<String>,
+    /// Jobs per message to a worker: a number, or auto (measure, then choose).
+    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
+    pub chunksize: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Longest a job may run, in seconds; its worker is then killed and replaced.
+    #[arg(long, value_name = "SECS")]
+    pub job_timeout: Option<f64>,
+    /// Times a job that kills its worker is started again before it counts as failed.
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub retries: u32,
+}
+
+/// `coordinator sysinfo` options.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct SysinfoArgs {
+    /// Output format (table or json).
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// A count that may be written like `10000`, `1e6` or `1_000_000`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    match t.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9.0e15 => Ok(x as u64),
+        _ => Err(format!(
+            "expected a whole number such as 10000 or 1e6, got {s:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn counts_accept_scientific_notation() {
+        assert_eq!(parse_count("1e6"), Ok(1_000_000));
+        assert_eq!(parse_count("10_000"), Ok(10_000));
+        assert!(parse_count("1.5").is_err());
+        assert!(parse_count("-3").is_err());
+        assert!(parse_count("1e400").is_err());
+    }
+}

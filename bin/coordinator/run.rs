@@ -1,0 +1,229 @@
+//! The default mode: the Parzen-window sweep, one job per width, on the configured pool.
+
+use crate::config::{RunConfig, Source};
+use crate::error::AppError;
+use crate::tasks::{Estimate, ParzenJob};
+use parzen::Prepared;
+use procpool::{Chunk, Error, Pool};
+use serde::Serialize;
+use std::time::Instant;
+use tracing::info;
+
+/// One width's line of the report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    /// Position of the width in the list.
+    pub pos: u64,
+    /// The width.
+    pub h: f64,
+    /// Samples inside the window (null if the job failed).
+    pub count: Option<u64>,
+    /// The estimate (null if the job failed).
+    pub density: Option<f64>,
+    /// Why the job failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The width whose estimate comes closest to the true density.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Best {
+    /// Its position.
+    pub pos: u64,
+    /// The width.
+    pub h: f64,
+    /// Its estimate.
+    pub density: f64,
+}
+
+/// Where the samples came from, for the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceReport {
+    /// N(mean, cov), seeded.
+    Gaussian {
+        /// Mean vector.
+        mean: Vec<f64>,
+        /// Covariance, row-major.
+        cov: Vec<f64>,
+        /// Seed.
+        seed: u64,
+    },
+    /// A data file.
+    File {
+        /// Its path as given.
+        path: String,
+    },
+}
+
+/// Everything a sweep produced, in the shape `--format json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Backend name.
+    pub backend: String,
+    /// Number of workers.
+    pub workers: usize,
+    /// Worker pids (the coordinator's own pid for thread and serial).
+    pub pids: Vec<u32>,
+    /// Number of samples.
+    pub samples: usize,
+    /// Dimensions.
+    pub dims: usize,
+    /// Where the samples came from.
+    pub source: SourceReport,
+    /// The point.
+    pub point: Vec<f64>,
+    /// The true density at the point (null for a data file).
+    pub true_density: Option<f64>,
+    /// Chunk size setting ("auto" or a number).
+    pub chunksize: String,
+    /// What auto chunking chose, if it did.
+    pub chunksize_chosen: Option<usize>,
+    /// One row per width, in width order.
+    pub results: Vec<Row>,
+    /// The closest estimate (null when the true density is unknown).
+    pub best: Option<Best>,
+    /// Jobs that failed.
+    pub failed: usize,
+    /// Seconds from starting the pool to the last result.
+    pub elapsed_s: f64,
+    /// Seconds until every worker was ready.
+    pub ready_s: f64,
+}
+
+/// Runs the sweep described by `cfg`.
+pub fn run(cfg: &RunConfig) -> Result<Report, AppError> {
+    let started = Instant::now();
+    let prepared = Prepared::new(&cfg.samples, &cfg.point)
+        .map_err(|e| AppError::usage(format!("--point: {e}")))?;
+    let mut builder = Pool::<ParzenJob>::builder()
+        .workers(cfg.workers)
+        .backend(cfg.backend)
+        .chunksize(cfg.chunk)
+        .retries(cfg.retries)
+        .context(prepared);
+    if let Some(t) = cfg.job_timeout {
+        builder = builder.job_timeout(t);
+    }
+    let pool = builder.build()?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let pids = pool.pids();
+    info!(
+        backend = %cfg.backend,
+        pids = ?pids,
+        "context sent: {} sample distances ({} bytes) once to each of {} workers",
+        cfg.samples.len(),
+        cfg.samples.len() * 8,
+        pool.workers()
+    );
+    let jobs = cfg.widths.iter().map(|&h| ParzenJob { h });
+    let results: Vec<Row> = pool
+        .imap(jobs)
+        .zip(&cfg.widths)
+        .enumerate()
+        .map(
+            |(pos, (r, &h)): (usize, (Result<Estimate, Error>, &f64))| match r {
+                Ok(e) => Row {
+                    pos: pos as u64,
+                    h,
+                    count: Some(e.count),
+                    density: Some(e.density),
+                    error: None,
+                },
+                Err(e) => Row {
+                    pos: pos as u64,
+                    h,
+                    count: None,
+                    density: None,
+                    error: Some(
+                        e.job_error()
+                            .map_or_else(|| e.to_string(), ToString::to_string),
+                    ),
+                },
+            },
+        )
+        .collect();
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let chunksize_chosen = pool.chunk_choice().map(|c| c.chunksize);
+    let workers = pool.workers();
+    drop(pool);
+    let best = cfg.true_density.and_then(|truth| closest(&results, truth));
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    Ok(Report {
+        backend: cfg.backend.to_string(),
+        workers,
+        pids,
+        samples: cfg.samples.len(),
+        dims: cfg.samples.dims(),
+        source: match &cfg.source {
+            Source::Gaussian { gaussian, seed } => SourceReport::Gaussian {
+                mean: gaussian.mean().to_vec(),
+                cov: gaussian.cov().to_vec(),
+                seed: *seed,
+            },
+            Source::File(path) => SourceReport::File {
+                path: path.display().to_string(),
+            },
+        },
+        point: cfg.point.clone(),
+        true_density: cfg.true_density,
+        chunksize: match cfg.chunk {
+            Chunk::Auto => "auto".into(),
+            Chunk::Fixed(n) => n.to_string(),
+        },
+        chunksize_chosen,
+        results,
+        best,
+        failed,
+        elapsed_s,
+        ready_s,
+    })
+}
+
+/// The first row whose estimate is closest to `truth`.
+pub fn closest(rows: &[Row], truth: f64) -> Option<Best> {
+    let mut best: Option<(f64, Best)> = None;
+    for r in rows {
+        let Some(density) = r.density else { continue };
+        let err = (density - truth).abs();
+        if best.is_none_or(|(e, _)| err < e) {
+            best = Some((
+                err,
+                Best {
+                    pos: r.pos,
+                    h: r.h,
+                    density,
+                },
+            ));
+        }
+    }
+    best.map(|(_, b)| b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pos: u64, density: Option<f64>) -> Row {
+        Row {
+            pos,
+            h: pos as f64,
+            count: None,
+            density,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn closest_takes_the_first_of_ties_and_skips_failures() {
+        let rows = [
+            row(0, Some(0.1)),
+            row(1, None),
+            row(2, Some(0.3)),
+            row(3, Some(0.1)),
+        ];
+        assert_eq!(closest(&rows, 0.2).map(|b| b.pos), Some(0));
+        assert_eq!(closest(&rows, 0.29).map(|b| b.pos), Some(2));
+        assert_eq!(closest(&[row(0, None)], 1.0), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! Every bad input: one clear line on stderr naming the value, exit code 2, no panic,
+//! no process started.
+
+use crate::common::{run, scratch};
+
+fn assert_usage_error(args: &[&str], needle: &str) {
+    let r = run(args);
+    assert_eq!(
+        r.code,
+        Some(2),
+        "{args:?}: expected exit 2, stdout {:?} stderr {:?}",
+        r.stdout,
+        r.stderr
+    );
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: expected one line, got {:?}",
+        r.stderr
+    );
+    assert!(
+        lines[0].contains(needle),
+        "{args:?}: {:?} does not mention {needle:?}",
+        lines[0]
+    );
+    assert!(
+        !r.stderr.contains("panicked") && !r.stderr.contains("RUST_BACKTRACE"),
+        "{args:?}: {}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.is_empty(),
+        "{args:?}: printed results: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn bad_worker_counts() {
+    assert_usage_error(&["--workers", "0"], "got 0");
+    assert_usage_error(&["--workers", "100000"], "got 100000");
+    assert_usage_error(&["--workers", "many"], "'many'");
+    assert_usage_error(&["--workers", "-3"], "-3");
+}
+
+#[test]
+fn bad_widths() {
+    assert_usage_error(&["--widths", ""], "--widths");
+    assert_usage_error(&["--widths", "0.5,,1"], "0.5,,1");
+    assert_usage_error(&["--widths", "0.5,-1"], "-1");
+    assert_usage_error(
+        &["--widths", "0"],
+        "\"0\": a window width must be a finite number > 0",
+    );
+    assert_usage_error(&["--widths", "nan"], "\"nan\"");
+    assert_usage_error(&["--widths", "1,inf"], "\"inf\"");
+    assert_usage_error(&["--widths", "abc"], "abc");
+    assert_usage_error(&["--widths", "1:2:0"], "1:2:0");
+    assert_usage_error(&["--widths", "1:2"], "1:2");
+    assert_usage_error(&["--widths", "0:1:5"], "\"0\"");
+}
+
+#[test]
+fn bad_samples_and_gaussians() {
+    assert_usage_error(&["--samples", "0"], "got 0");
+    assert_usage_error(&["--samples", "1.5"], "1.5");
+    assert_usage_error(&["--samples", "1e12"], "1000000000000");
+    assert_usage_error(&["--point", "1,2,3"], "3 coordinates");
+    assert_usage_error(&["--point", "1,x"], "\"x\"");
+    assert_usage_error(&["--point", "nan,0"], "NaN");
+    assert_usage_error(&["--cov", "1,2,3,4"], "symmetric");
+    assert_usage_error(&["--cov", "1,0,0,-1"], "positive definite");
+    assert_usage_error(&["--cov", "1,0,0"], "3 values");
+    assert_usage_error(&["--mean", "1,2,3", "--cov", "1,0,0,1"], "--cov gives 2");
+    assert_usage_error(&["--dims", "0"], "got 0");
+    assert_usage_error(&["--dims", "3", "--point", "0,0"], "2 coordinates");
+}
+
+#[test]
+fn bad_options() {
+    assert_usage_error(&["--chunksize", "0"], "\"0\"");
+    assert_usage_error(&["--chunksize", "lots"], "\"lots\"");
+    assert_usage_error(&["--backend", "gpu"], "'gpu'");
+    assert_usage_error(&["--format", "xml"], "'xml'");
+    assert_usage_error(&["--job-timeout", "-1"], "-1");
+    assert_usage_error(&["--job-timeout", "nan"], "NaN");
+    assert_usage_error(&["--data", "x.csv", "--samples", "5"], "--samples");
+    assert_usage_error(&["--bogus"], "--bogus");
+}
+
+#[test]
+fn bad_data_files() {
+    let dir = scratch("bad-data");
+    let missing = dir.join("missing.csv");
+    assert_usage_error(&["--data", missing.to_str().unwrap()], "missing.csv");
+    assert_usage_error(
+        &["--data", dir.to_str().unwrap()],
+        dir.file_name().unwrap().to_str().unwrap(),
+    );
+
+    let cases: &[(&str, &str, &str)] = &[
+        ("empty.csv", "", "no samples"),
+        ("header-only.csv", "x,y\n", "no samples"),
+        ("malformed.csv", "x,y\n1,2\n3,oops\n", "line 3"),
+        ("ragged.csv", "1,2\n3,4,5\n", "line 2"),
+        ("nan.csv", "1,2\nnan,4\n", "line 2"),
+    ];
+    for (name, body, needle) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        assert_usage_error(&["--data", path.to_str().unwrap()], needle);
+    }
+    let npy = dir.join("not.npy");
+    std::fs::write(&npy, b"definitely not numpy").unwrap();
+    assert_usage_error(&["--data", npy.to_str().unwrap()], "not.npy");
+    let point = dir.join("ok.csv");
+    std::fs::write(&point, "1,2,3\n4,5,6\n").unwrap();
+    assert_usage_error(
+        &["--data", point.to_str().unwrap(), "--point", "0,0"],
+        "3 dimensions",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,339 @@
+//! The sweep as a user sees it: formats, backends, data files, logging, sysinfo.
+
+use crate::common::{coordinator, density_bits, json, run, scratch};
+use rand::RngExt;
+use std::io::Write;
+use std::process::Stdio;
+
+const TRUE_2D: f64 = 0.15915494309189535; // 1 / (2π)
+
+#[test]
+fn default_table_has_every_width_the_truth_and_the_best() {
+    let r = run(&["--workers", "2"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains(&format!("true density p(x) = {TRUE_2D}")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("closest estimate: h = "), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("process backend, 2 workers"),
+        "{}",
+        r.stdout
+    );
+    let rows: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() >= 4 && cols[0].parse::<u64>().is_ok() && cols[1].parse::<f64>().is_ok()
+        })
+        .collect();
+    assert_eq!(rows.len(), 12, "{}", r.stdout);
+    for (i, row) in rows.iter().enumerate() {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], i.to_string());
+        assert_eq!(cols[1].parse::<f64>().unwrap(), (i + 1) as f64 / 10.0);
+    }
+    assert!(r.stderr.is_empty(), "unexpected stderr: {}", r.stderr);
+}
+
+#[test]
+fn json_report_has_the_documented_fields() {
+    let r = run(&[
+        "--workers",
+        "3",
+        "--format",
+        "json",
+        "--samples",
+        "5000",
+        "--seed",
+        "7",
+    ]);
+    let v = json(&r);
+    assert_eq!(v["backend"], "process");
+    assert_eq!(v["workers"], 3);
+    assert_eq!(v["samples"], 5000);
+    assert_eq!(v["dims"], 2);
+    assert_eq!(v["point"], serde_json::json!([0.0, 0.0]));
+    assert_eq!(v["true_density"].as_f64(), Some(TRUE_2D));
+    assert!(v["elapsed_s"].as_f64().is_some_and(|s| s > 0.0));
+    let pids = v["pids"].as_array().unwrap();
+    assert_eq!(pids.len(), 3);
+    assert!(
+        pids.iter()
+            .all(|p| p.as_u64() != Some(u64::from(std::process::id())))
+    );
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12);
+    let mut best = (f64::INFINITY, 0);
+    for (i, row) in results.iter().enumerate() {
+        assert_eq!(row["pos"], i);
+        assert_eq!(row["h"].as_f64(), Some((i + 1) as f64 / 10.0));
+        let d = row["density"].as_f64().unwrap();
+        let k = row["count"].as_u64().unwrap();
+        let h = (i + 1) as f64 / 10.0;
+        assert_eq!(d, (k as f64 / 5000.0) / h.powf(2.0));
+        if (d - TRUE_2D).abs() < best.0 {
+            best = ((d - TRUE_2D).abs(), i);
+        }
+    }
+    assert_eq!(v["best"]["pos"], best.1);
+    assert_eq!(v["best"]["density"], results[best.1]["density"]);
+    // Same seed, same samples: a second run gives the same bits.
+    let again = json(&run(&[
+        "--workers",
+        "1",
+        "--format",
+        "json",
+        "--samples",
+        "5000",
+        "--seed",
+        "7",
+    ]));
+    assert_eq!(density_bits(&v), density_bits(&again));
+    let other = json(&run(&[
+        "--workers",
+        "1",
+        "--format",
+        "json",
+        "--samples",
+        "5000",
+        "--seed",
+        "8",
+    ]));
+    assert_ne!(density_bits(&v), density_bits(&other));
+}
+
+#[test]
+fn csv_output_parses() {
+    let r = run(&["--format", "csv", "--widths", "0.5:1.5:5", "-w", "2"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mut lines = r.stdout.lines();
+    assert_eq!(lines.next(), Some("pos,h,count,density,abs_error"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|c| c.parse::<f64>().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 5);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], i as f64);
+        assert_eq!(row[1], [0.5, 0.75, 1.0, 1.25, 1.5][i]);
+        assert_eq!(row[4], (row[3] - TRUE_2D).abs());
+    }
+}
+
+#[test]
+fn all_three_backends_give_identical_bits() {
+    let common = [
+        "--format",
+        "json",
+        "--samples",
+        "20000",
+        "--widths",
+        "0.05:2:40",
+        "--mean",
+        "0.5,-1",
+        "--cov",
+        "2,0.3,0.3,0.5",
+        "--point",
+        "0.2,-0.7",
+    ];
+    let mut reports = Vec::new();
+    for backend in ["serial", "thread", "process"] {
+        let mut args = common.to_vec();
+        args.extend(["--backend", backend, "--workers", "3", "--chunksize", "2"]);
+        reports.push(json(&run(&args)));
+    }
+    assert_eq!(density_bits(&reports[0]), density_bits(&reports[1]));
+    assert_eq!(density_bits(&reports[0]), density_bits(&reports[2]));
+    assert_eq!(reports[0]["best"], reports[2]["best"]);
+    assert_eq!(reports[1]["backend"], "thread");
+}
+
+/// The article's estimate, written independently of the crate under test.
+fn naive(samples: &[Vec<f64>], point: &[f64], h: f64) -> f64 {
+    let k = samples
+        .iter()
+        .filter(|x| {
+            x.iter()
+                .zip(point)
+                .all(|(xi, pi)| ((xi - pi) / h).abs() <= 0.5)
+        })
+        .count();
+    (k as f64 / samples.len() as f64) / h.powf(point.len() as f64)
+}
+
+fn random_samples(n: usize, d: usize) -> Vec<Vec<f64>> {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| {
+            (0..d)
+                .map(|_| rng.random_range(-3.0..3.0) * rng.random_range(0.0..1.0))
+                .collect()
+        })
+        .collect()
+}
+
+fn write_npy(path: &std::path::Path, samples: &[Vec<f64>]) {
+    let (n, d) = (samples.len(), samples[0].len());
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for row in samples {
+        for x in row {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn data_files_match_an_independent_naive_estimate() {
+    let dir = scratch("data");
+    for (d, point) in [
+        (2, vec![0.25, -0.5]),
+        (3, vec![0.0, 0.1, -0.2]),
+        (1, vec![0.3]),
+    ] {
+        let samples = random_samples(3000, d);
+        let csv = dir.join(format!("s{d}.csv"));
+        let mut f = std::fs::File::create(&csv).unwrap();
+        writeln!(
+            f,
+            "{}",
+            (0..d)
+                .map(|j| format!("x{j}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+        .unwrap();
+        for row in &samples {
+            writeln!(
+                f,
+                "{}",
+                row.iter()
+                    .map(|x| format!("{x:?}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+            .unwrap();
+        }
+        drop(f);
+        let npy = dir.join(format!("s{d}.npy"));
+        write_npy(&npy, &samples);
+        let point_arg = point
+            .iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let widths = "0.02,0.1,0.33,0.5,1,1.7,2.5,4";
+        for file in [&csv, &npy] {
+            let v = json(&run(&[
+                "--data",
+                file.to_str().unwrap(),
+                "--point",
+                &point_arg,
+                "--widths",
+                widths,
+                "--format",
+                "json",
+                "-w",
+                "2",
+            ]));
+            assert_eq!(v["true_density"], serde_json::Value::Null);
+            assert_eq!(v["best"], serde_json::Value::Null);
+            assert_eq!(v["dims"], d);
+            assert_eq!(v["samples"], 3000);
+            let expected: Vec<u64> = widths
+                .split(',')
+                .map(|h| naive(&samples, &point, h.parse().unwrap()).to_bits())
+                .collect();
+            assert_eq!(density_bits(&v), expected, "{} ({d} dims)", file.display());
+        }
+        let table = run(&[
+            "--data",
+            csv.to_str().unwrap(),
+            "--point",
+            &point_arg,
+            "-w",
+            "1",
+        ]);
+        assert!(
+            table.stdout.contains("true density unknown"),
+            "{}",
+            table.stdout
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn verbose_shows_the_life_of_the_pool() {
+    let r = run(&["-v", "--workers", "2", "--widths", "0.5,1"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for needle in [
+        "worker spawned",
+        "context",
+        "jobs dispatched",
+        "result received",
+        "worker exited with code 0",
+    ] {
+        assert!(
+            r.stderr.contains(needle),
+            "-v output lacks {needle:?}:\n{}",
+            r.stderr
+        );
+    }
+    let quiet = run(&["-q", "--workers", "2", "--widths", "0.5,1"]);
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+}
+
+#[test]
+fn sysinfo_names_the_machine_and_the_build() {
+    let r = run(&["sysinfo"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for needle in [
+        "coordinator",
+        "rustc 1.",
+        "system",
+        "release",
+        "machine",
+        "processor",
+        "logical",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "sysinfo lacks {needle:?}:\n{}",
+            r.stdout
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&["sysinfo", "--format", "json"]).stdout).unwrap();
+    assert!(v["logical_cores"].as_u64().unwrap() >= 1);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = coordinator()
+        .args(["--widths", "0.1:2:2000", "--samples", "2000", "-w", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
