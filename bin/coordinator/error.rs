@@ -9,6 +9,14 @@ pub enum AppError {
     /// The run failed or some jobs failed (exit code 1).
     #[error("{0}")]
     Failed(String),
+    /// A signal stopped the run (exit code 128 + the signal: 130 for SIGINT, 143 for SIGTERM).
+    #[error("{message}")]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+        /// What was finished.
+        message: String,
+    },
 }
 
 impl AppError {
@@ -22,11 +30,13 @@ impl AppError {
         AppError::Failed(msg.into())
     }
 
-    /// The documented exit code: 2 for bad input, 1 for failures.
+    /// The documented exit code: 2 for bad input, 1 for failures, 128 + signal when
+    /// interrupted.
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Usage(_) => 2,
             AppError::Failed(_) => 1,
+            AppError::Interrupted { signal, .. } => u8::try_from(128 + signal).unwrap_or(1),
         }
     }
 }

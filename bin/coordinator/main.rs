@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod output;
 mod run;
+mod signals;
 mod sysinfo;
 mod tasks;
 
@@ -67,10 +68,25 @@ fn dispatch(cli: Cli) -> Result<(), Outcome> {
     match cli.command {
         Some(Command::Sysinfo(args)) => sysinfo::SysInfo::collect().write(&mut out, args.format)?,
         None => {
+            // Caught from the start, so a signal while samples are drawn exits at once.
+            let interrupts = signals::Interrupts::install()
+                .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
             let cfg = config::RunConfig::from_args(&cli.run)?;
-            let report = run::run(&cfg)?;
+            let report = run::run(&cfg, &interrupts)?;
             output::write_report(&mut out, &report, cfg.format)?;
             out.flush()?;
+            if let Some(signal) = interrupts.caught() {
+                return Err(AppError::Interrupted {
+                    signal,
+                    message: format!(
+                        "interrupted by {}: {} of {} widths finished, every worker stopped and reaped",
+                        signals::name(signal),
+                        report.results.len() - report.failed,
+                        report.results.len()
+                    ),
+                }
+                .into());
+            }
             if report.failed > 0 {
                 let which: Vec<String> = report
                     .results

@@ -131,7 +131,14 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
             "true density unknown (samples from a file): no closest width"
         )?,
     }
-    if r.failed > 0 {
+    if let Some(signal) = &r.interrupted {
+        writeln!(
+            out,
+            "interrupted by {signal}: {} of {} widths finished",
+            r.results.len() - r.failed,
+            r.results.len()
+        )?;
+    } else if r.failed > 0 {
         writeln!(out, "{} of {} jobs FAILED", r.failed, r.results.len())?;
     }
     writeln!(

@@ -2,12 +2,16 @@
 
 use crate::config::{RunConfig, Source};
 use crate::error::AppError;
+use crate::signals::{self, Interrupts};
 use crate::tasks::{Estimate, ParzenJob};
 use parzen::Prepared;
-use procpool::{Chunk, Error, Pool};
+use procpool::{Chunk, Error, JobError, Pool};
 use serde::Serialize;
 use std::time::Instant;
 use tracing::info;
+
+/// What a row says when a signal stopped the run before its job finished.
+const NOT_FINISHED: &str = "not finished: the run was interrupted";
 
 /// One width's line of the report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -89,10 +93,12 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Seconds until every worker was ready.
     pub ready_s: f64,
+    /// The signal that stopped the run, if one did.
+    pub interrupted: Option<String>,
 }
 
 /// Runs the sweep described by `cfg`.
-pub fn run(cfg: &RunConfig) -> Result<Report, AppError> {
+pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError> {
     let started = Instant::now();
     let prepared = Prepared::new(&cfg.samples, &cfg.point)
         .map_err(|e| AppError::usage(format!("--point: {e}")))?;
@@ -105,7 +111,9 @@ pub fn run(cfg: &RunConfig) -> Result<Report, AppError> {
     if let Some(t) = cfg.job_timeout {
         builder = builder.job_timeout(t);
     }
+    interrupts.building();
     let pool = builder.build()?;
+    interrupts.arm(pool.terminator());
     let ready_s = started.elapsed().as_secs_f64();
     let pids = pool.pids();
     info!(
@@ -117,36 +125,51 @@ pub fn run(cfg: &RunConfig) -> Result<Report, AppError> {
         pool.workers()
     );
     let jobs = cfg.widths.iter().map(|&h| ParzenJob { h });
-    let results: Vec<Row> = pool
-        .imap(jobs)
-        .zip(&cfg.widths)
-        .enumerate()
-        .map(
-            |(pos, (r, &h)): (usize, (Result<Estimate, Error>, &f64))| match r {
-                Ok(e) => Row {
-                    pos: pos as u64,
-                    h,
-                    count: Some(e.count),
-                    density: Some(e.density),
-                    error: None,
-                },
-                Err(e) => Row {
-                    pos: pos as u64,
-                    h,
-                    count: None,
-                    density: None,
-                    error: Some(
-                        e.job_error()
-                            .map_or_else(|| e.to_string(), ToString::to_string),
-                    ),
-                },
-            },
-        )
-        .collect();
+    let mut results: Vec<Row> = Vec::with_capacity(cfg.widths.len());
+    let mut stopped = None;
+    for (r, &h) in pool.imap(jobs).zip(&cfg.widths) {
+        let pos = results.len() as u64;
+        let (count, density, error) = match r {
+            Ok(Estimate { count, density }) => (Some(count), Some(density), None),
+            Err(Error::Job {
+                error: JobError::Terminated,
+                ..
+            }) if interrupts.caught().is_some() => (None, None, Some(NOT_FINISHED.to_owned())),
+            Err(Error::Job { error, .. }) => (None, None, Some(error.to_string())),
+            Err(other) => {
+                stopped = Some(other.to_string());
+                break;
+            }
+        };
+        results.push(Row {
+            pos,
+            h,
+            count,
+            density,
+            error,
+        });
+    }
+    // Widths never reached (the pool stopped taking work): say so, one row each.
+    for (pos, &h) in cfg.widths.iter().enumerate().skip(results.len()) {
+        let why = match (&stopped, interrupts.caught()) {
+            (_, Some(_)) => NOT_FINISHED.to_owned(),
+            (Some(e), None) => e.clone(),
+            (None, None) => "no result".to_owned(),
+        };
+        results.push(Row {
+            pos: pos as u64,
+            h,
+            count: None,
+            density: None,
+            error: Some(why),
+        });
+    }
     let elapsed_s = started.elapsed().as_secs_f64();
     let chunksize_chosen = pool.chunk_choice().map(|c| c.chunksize);
     let workers = pool.workers();
+    interrupts.disarm();
     drop(pool);
+    let interrupted = interrupts.caught().map(|s| signals::name(s).to_owned());
     let best = cfg.true_density.and_then(|truth| closest(&results, truth));
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     Ok(Report {
@@ -177,6 +200,7 @@ pub fn run(cfg: &RunConfig) -> Result<Report, AppError> {
         failed,
         elapsed_s,
         ready_s,
+        interrupted,
     })
 }
 
@@ -217,13 +241,13 @@ mod tests {
     #[test]
     fn closest_takes_the_first_of_ties_and_skips_failures() {
         let rows = [
-            row(0, Some(0.1)),
+            row(0, Some(0.25)),
             row(1, None),
-            row(2, Some(0.3)),
-            row(3, Some(0.1)),
+            row(2, Some(0.75)),
+            row(3, Some(0.25)),
         ];
-        assert_eq!(closest(&rows, 0.2).map(|b| b.pos), Some(0));
-        assert_eq!(closest(&rows, 0.29).map(|b| b.pos), Some(2));
+        assert_eq!(closest(&rows, 0.5).map(|b| b.pos), Some(0));
+        assert_eq!(closest(&rows, 0.7).map(|b| b.pos), Some(2));
         assert_eq!(closest(&[row(0, None)], 1.0), None);
     }
 }

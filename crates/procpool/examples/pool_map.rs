@@ -1,6 +1,13 @@
 //! `Pool.map` and `Pool.apply` on the seed's cube function, on all three backends.
 //!
+//! The same `Cube` task runs inline (`serial`), on OS threads (`thread`) and in worker
+//! processes (`process`: this binary re-executed, jobs and results as bincode frames).
+//!
 //! Run with `cargo run -p procpool --example pool_map`.
+//!
+//! What to look for: identical cubes `[1, 8, 27, 64, 125, 216]` on every line, in input
+//! order whoever computed them; `serial` and `thread` report the parent's pid for every job,
+//! `process` reports worker pids (several different ones, never the parent's).
 
 use procpool::{Backend, Pool, Registry, Task};
 use serde::{Deserialize, Serialize};

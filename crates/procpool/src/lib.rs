@@ -53,7 +53,9 @@ pub mod wire;
 pub use backend::Backend;
 pub use backend::process::child::describe_status;
 pub use error::{Error, JobError, Result};
-pub use pool::{AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged};
+pub use pool::{
+    AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
+};
 pub use process::{Process, Queue, QueueSender};
 pub use reorder::{Reorder, ReorderError};
 pub use supervisor::{Chunk, ChunkChoice, JobSpan, PoolStats, Timeline, WorkerRef, WorkerSpan};

@@ -115,6 +115,16 @@ impl<T: Task> Shared<T> {
         }
     }
 
+    /// Kills every worker and fails every unfinished job; the owner reaps.
+    fn terminate_now(&self) {
+        let mut g = self.lock();
+        let State { sup, engine, .. } = &mut *g;
+        sup.terminate(engine);
+        engine.wake();
+        drop(g);
+        self.cond.notify_all();
+    }
+
     /// Like [`Shared::drive`], but gives up at `deadline`; returns whether `done` held.
     fn drive_until<'a>(
         &'a self,
@@ -128,6 +138,25 @@ impl<T: Task> Shared<T> {
             ok || Instant::now() >= deadline
         });
         (g, ok)
+    }
+}
+
+/// Terminates a pool from any thread: kills every worker now and fails the unfinished
+/// jobs with [`JobError::Terminated`]; whoever owns the pool reaps the workers (its next
+/// call, `join`, or drop). Does nothing once the pool is gone.
+#[derive(Clone)]
+pub struct Terminator(Arc<dyn Fn() + Send + Sync>);
+
+impl Terminator {
+    /// Terminates the pool (idempotent).
+    pub fn terminate(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for Terminator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Terminator")
     }
 }
 
@@ -480,15 +509,22 @@ impl<T: Task> Pool<T> {
         self.reap_all();
     }
 
-    /// Kills every worker now; unfinished jobs fail with [`JobError::Terminated`].
+    /// Kills every worker now; unfinished jobs fail with [`JobError::Terminated`]; then
+    /// reaps them.
     pub fn terminate(&self) {
-        let mut g = self.shared.lock();
-        let State { sup, engine, .. } = &mut *g;
-        sup.terminate(engine);
-        engine.wake();
-        drop(g);
-        self.shared.cond.notify_all();
+        self.shared.terminate_now();
         self.reap_all();
+    }
+
+    /// A handle that terminates this pool from another thread (a signal handler thread,
+    /// a watchdog) without owning it.
+    pub fn terminator(&self) -> Terminator {
+        let weak = Arc::downgrade(&self.shared);
+        Terminator(Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.terminate_now();
+            }
+        }))
     }
 
     /// Lets every worker exit and reaps it; kills what outlives the grace period.

@@ -856,6 +856,10 @@ impl<T: Task> Supervisor<T> {
         }
         job.crashes += 1;
         if job.crashes > self.settings.retries {
+            let status = match &slot.failure {
+                Some(reason) => format!("{status} after a protocol error ({reason})"),
+                None => status,
+            };
             let error = JobError::WorkerDied {
                 pid: slot.pid,
                 status,

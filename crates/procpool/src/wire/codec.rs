@@ -2,25 +2,46 @@
 //!
 //! bincode 2.0.x through serde, with an explicit fixed-int little-endian configuration:
 //! that is the bincode-1 wire format, which other implementations (wincode) also speak,
-//! so the crate can be swapped without a protocol change. Decoding has a size limit equal
-//! to the largest frame, so a hostile length prefix inside a frame can never make us
-//! allocate more than a frame may hold; decoding must also consume the whole input.
+//! so the crate can be swapped without a protocol change. Decoding must consume the whole
+//! input, and its size limit follows the input: a length prefix inside a message may claim
+//! at most the next power of two above the input's own length (4 KiB at least), so a
+//! hostile message can never make us allocate more than twice what it was — never the
+//! 4 GiB a lying `u32` could ask for.
 
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The largest number of bytes one decode may claim; equal to the largest frame.
 pub const DECODE_LIMIT: usize = super::frame::MAX_FRAME_LIMIT as usize;
 
-type Config = bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Fixint,
-    bincode::config::Limit<DECODE_LIMIT>,
->;
+const fn config<const N: usize>() -> Configuration<LittleEndian, Fixint, Limit<N>> {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<N>()
+}
 
-const CONFIG: Config = bincode::config::standard()
-    .with_little_endian()
-    .with_fixed_int_encoding()
-    .with_limit::<DECODE_LIMIT>();
+/// Runs `$call` with `$cfg` bound to the configuration whose limit is the smallest power
+/// of two (from 4 KiB up to [`DECODE_LIMIT`]) at or above `$len`.
+macro_rules! with_limit_for {
+    ($len:expr, |$cfg:ident| $call:expr) => {{
+        let len: usize = $len;
+        with_limit_for!(@arms len, $cfg, $call;
+            12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
+    }};
+    (@arms $len:ident, $cfg:ident, $call:expr; $($bits:literal)*) => {
+        $(
+            if $len <= 1usize << $bits {
+                let $cfg = config::<{ 1usize << $bits }>();
+                $call
+            } else
+        )*
+        {
+            let $cfg = config::<DECODE_LIMIT>();
+            $call
+        }
+    };
+}
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +51,7 @@ pub struct CodecError(pub String);
 /// Appends the encoding of `value` to `out`; on error `out` is left as it was.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let at = out.len();
-    match bincode::serde::encode_into_std_write(value, out, CONFIG) {
+    match bincode::serde::encode_into_std_write(value, out, config::<DECODE_LIMIT>()) {
         Ok(_) => Ok(()),
         Err(e) => {
             out.truncate(at);
@@ -48,16 +69,21 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes an owned value that must fill `bytes` exactly.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG)
-        .map_err(|e| CodecError(format!("decode failed: {e}")))?;
+    let (value, used) = with_limit_for!(
+        bytes.len(),
+        |cfg| bincode::serde::decode_from_slice::<T, _>(bytes, cfg)
+    )
+    .map_err(|e| CodecError(format!("decode failed: {e}")))?;
     check_used(used, bytes.len())?;
     Ok(value)
 }
 
 /// Decodes a value that borrows from `bytes` (zero-copy strings and byte slices).
 pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::borrow_decode_from_slice::<T, _>(bytes, CONFIG)
-        .map_err(|e| CodecError(format!("decode failed: {e}")))?;
+    let (value, used) = with_limit_for!(bytes.len(), |cfg| {
+        bincode::serde::borrow_decode_from_slice::<T, _>(bytes, cfg)
+    })
+    .map_err(|e| CodecError(format!("decode failed: {e}")))?;
     check_used(used, bytes.len())?;
     Ok(value)
 }

@@ -305,11 +305,8 @@ mod tests {
                                        max in 0u32..4096) {
             let mut r = FrameReader::new(max);
             r.push(&bytes);
-            loop {
-                match r.next_frame() {
-                    Ok(Some(f)) => prop_assert!(f.len() <= max as usize),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = r.next_frame() {
+                prop_assert!(f.len() <= max as usize);
             }
             prop_assert!(r.buf.len() <= bytes.len().max(MIN_READ) * 2);
         }

@@ -3,9 +3,9 @@
 //!
 //! Generic over plain `Read`/`Write` (behind `dyn`, so the registry can hold one
 //! monomorphic entry point per task), so tests drive it entirely in memory. Results are
-//! buffered and flushed only before a read that might block, or when a result has waited
-//! more than [`FLUSH_AFTER`]: many tiny jobs cost one write, and a slow job's result is
-//! never held back by the next one.
+//! buffered and flushed before a read that might block, when a result has waited more than
+//! [`FLUSH_AFTER`], and before starting a job when the previous one was slow: many tiny jobs
+//! cost one write, and a slow job's result is not held back by the next slow one.
 
 use super::codec;
 use super::frame::{self, FrameError, FrameReader};
@@ -17,8 +17,11 @@ use std::io::{self, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// A result waits at most this long in the worker's buffer before it is written.
+/// A result waits at most this long in the worker's buffer before it is written, when
+/// more quick jobs follow.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
+/// A job this slow (ns) makes the worker write pending results before starting the next.
+const SLOW_JOB_NS: u64 = 50_000;
 
 /// Why a worker stopped serving (other than the coordinator hanging up, which is normal).
 #[derive(Debug, thiserror::Error)]
@@ -55,11 +58,120 @@ pub(crate) struct Tx<'a> {
 pub(crate) struct Conn<'a> {
     rx: Rx<'a>,
     tx: Tx<'a>,
+    fault: Option<Fault>,
+}
+
+/// A fault a worker injects on purpose, so tests can check the coordinator's handling of
+/// hostile or broken peers through a real worker process. Set with the environment
+/// variable `PROCPOOL_FAULT` (see [`Fault::parse`]); never set in normal use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Abort the process when asked to run job `id`.
+    AbortOn(u64),
+    /// Exit with code 7 when asked to run job `id`.
+    ExitOn(u64),
+    /// Sleep forever when asked to run job `id`.
+    HangOn(u64),
+    /// After `n` results, send an undecodable frame, then stop talking.
+    GarbageAfter(u64),
+    /// After `n` results, send a frame header over any limit, then stop talking.
+    OversizeAfter(u64),
+    /// After `n` results, send half a frame and exit.
+    TruncateAfter(u64),
+    /// Greet with this protocol version.
+    Version(u32),
+}
+
+impl Fault {
+    /// Parses `[worker=K:]KIND=N` (KIND: abort-on, exit-on, hang-on, garbage-after,
+    /// oversize-after, truncate-after, version); `None` when the spec names another worker.
+    pub(crate) fn parse(spec: &str, worker: Option<u32>) -> Result<Option<Fault>, String> {
+        let (target, rest) = match spec.strip_prefix("worker=") {
+            Some(r) => {
+                let (k, rest) = r
+                    .split_once(':')
+                    .ok_or_else(|| format!("bad fault spec {spec:?}"))?;
+                (
+                    Some(
+                        k.parse::<u32>()
+                            .map_err(|_| format!("bad worker in fault spec {spec:?}"))?,
+                    ),
+                    rest,
+                )
+            }
+            None => (None, spec),
+        };
+        if target.is_some() && target != worker {
+            return Ok(None);
+        }
+        let (kind, n) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("bad fault spec {spec:?}"))?;
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("bad number in fault spec {spec:?}"))?;
+        Ok(Some(match kind {
+            "abort-on" => Fault::AbortOn(n),
+            "exit-on" => Fault::ExitOn(n),
+            "hang-on" => Fault::HangOn(n),
+            "garbage-after" => Fault::GarbageAfter(n),
+            "oversize-after" => Fault::OversizeAfter(n),
+            "truncate-after" => Fault::TruncateAfter(n),
+            "version" => {
+                Fault::Version(u32::try_from(n).map_err(|_| format!("bad version in {spec:?}"))?)
+            }
+            _ => return Err(format!("unknown fault {kind:?} in {spec:?}")),
+        }))
+    }
+
+    /// Before running job `id`.
+    fn before_job(self, id: u64) {
+        match self {
+            Fault::AbortOn(x) if x == id => {
+                eprintln!("fault injection: aborting on job {id}");
+                std::process::abort();
+            }
+            Fault::ExitOn(x) if x == id => {
+                eprintln!("fault injection: exiting on job {id}");
+                std::process::exit(7);
+            }
+            Fault::HangOn(x) if x == id => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            _ => {}
+        }
+    }
+
+    /// After the `n`th result was queued.
+    fn after_result(self, n: u64, tx: &mut Tx<'_>) -> io::Result<()> {
+        let bytes: &[u8] = match self {
+            Fault::GarbageAfter(x) if x == n => {
+                &[8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+            }
+            Fault::OversizeAfter(x) if x == n => &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4],
+            Fault::TruncateAfter(x) if x == n => &[100, 0, 0, 0, 1, 2, 3],
+            _ => return Ok(()),
+        };
+        tx.flush()?;
+        tx.output.write_all(bytes)?;
+        tx.output.flush()?;
+        if let Fault::TruncateAfter(_) = self {
+            std::process::exit(0);
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 impl<'a> Conn<'a> {
-    pub(crate) fn new(input: &'a mut dyn Read, output: &'a mut dyn Write) -> Conn<'a> {
+    pub(crate) fn new(
+        input: &'a mut dyn Read,
+        output: &'a mut dyn Write,
+        fault: Option<Fault>,
+    ) -> Conn<'a> {
         Conn {
+            fault,
             rx: Rx {
                 reader: FrameReader::new(frame::DEFAULT_MAX_FRAME),
                 input,
@@ -140,10 +252,15 @@ pub(crate) fn serve(
     registry: &Registry,
     input: &mut dyn Read,
     output: &mut dyn Write,
+    fault: Option<Fault>,
 ) -> Result<(), WorkerError> {
-    let mut conn = Conn::new(input, output);
+    let mut conn = Conn::new(input, output, fault);
+    let protocol = match fault {
+        Some(Fault::Version(v)) => v,
+        _ => PROTOCOL_VERSION,
+    };
     conn.tx.send(&Up::Hello {
-        protocol: PROTOCOL_VERSION,
+        protocol,
         pid: std::process::id(),
     })?;
     let Some(first) = conn.rx.recv(&mut conn.tx)? else {
@@ -248,7 +365,10 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The pool loop for task `T` (registered per task in the [`Registry`]).
 pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError> {
-    let Conn { rx, tx } = conn;
+    let Conn { rx, tx, fault } = conn;
+    let fault = *fault;
+    let mut sent = 0u64;
+    let mut last_ns = 0u64;
     let Some(frame) = rx.recv(tx)? else {
         return Ok(());
     };
@@ -287,10 +407,19 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
             Err(e) => return Err(refuse(tx, format!("undecodable jobs frame: {e}"))),
         };
         for JobMsg { id, payload } in jobs {
+            if let Some(f) = fault {
+                f.before_job(id);
+            }
+            // Results wait for company only while jobs are quick: after a slow job, the
+            // next may be slow too, so what is pending goes out before it starts.
+            if last_ns >= SLOW_JOB_NS {
+                tx.flush()?;
+            }
             scratch.clear();
             let (outcome, compute_ns) = match codec::decode::<T>(payload) {
                 Ok(task) => {
                     let (result, ns) = run_caught(task, &ctx);
+                    last_ns = ns;
                     let outcome = match result {
                         Ok(output) => match codec::encode_into(&output, &mut scratch) {
                             Ok(()) => Outcome::Ok(&scratch),
@@ -328,6 +457,10 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
                 })?;
             } else if tx.pending_since.is_none() {
                 tx.pending_since = Some(Instant::now());
+            }
+            sent += 1;
+            if let Some(f) = fault {
+                f.after_result(sent, tx)?;
             }
             tx.flush_if_stale()?;
         }
@@ -438,7 +571,7 @@ mod tests {
             }]),
         ]);
         let mut out = Vec::new();
-        serve(&registry(), &mut input.as_slice(), &mut out).unwrap();
+        serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap();
         let got = replies(&out);
         assert!(matches!(
             got[0],
@@ -464,7 +597,7 @@ mod tests {
     fn refuses_unknown_task_and_other_versions() {
         let input = frames(&[hello("nope")]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
         assert!(
             err.to_string().contains("no task or target named \"nope\""),
             "{err}"
@@ -478,7 +611,7 @@ mod tests {
             max_frame: 1024,
         }]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
         assert!(err.to_string().contains("protocol version"), "{err}");
     }
 
@@ -486,19 +619,19 @@ mod tests {
     fn garbage_and_truncation_are_errors_not_panics() {
         let mut out = Vec::new();
         let garbage = [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff];
-        assert!(serve(&registry(), &mut garbage.as_slice(), &mut out).is_err());
+        assert!(serve(&registry(), &mut garbage.as_slice(), &mut out, None).is_err());
 
         let ctx = codec::encode(&1u64).unwrap();
         let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &ctx }]);
         input.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
         assert!(err.to_string().contains("middle of a frame"), "{err}");
 
         let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &[1, 2] }]);
         input.truncate(input.len());
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
         assert!(
             err.to_string().contains("could not decode the context"),
             "{err}"
@@ -517,7 +650,7 @@ mod tests {
             }]),
         ]);
         let mut out = Vec::new();
-        serve(&registry(), &mut input.as_slice(), &mut out).unwrap();
+        serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap();
         assert!(matches!(
             replies(&out).last(),
             Some(Up::Done {

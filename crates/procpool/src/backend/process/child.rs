@@ -23,6 +23,10 @@ pub(crate) const WORKER_ENV: &str = "PROCPOOL_WORKER";
 pub(crate) const PARENT_ENV: &str = "PROCPOOL_PARENT";
 /// Set in a worker's environment: how long to spin on an empty pipe, in microseconds.
 pub(crate) const SPIN_ENV: &str = "PROCPOOL_SPIN_US";
+/// Set in a worker's environment: its key within its pool (for logs and fault injection).
+pub(crate) const KEY_ENV: &str = "PROCPOOL_WORKER_KEY";
+/// Read by a worker: a fault to inject on purpose (tests only; see `wire::worker::Fault`).
+pub(crate) const FAULT_ENV: &str = "PROCPOOL_FAULT";
 /// The argument a worker is started with, so `ps` shows what it is.
 pub(crate) const WORKER_ARG: &str = "__worker";
 
@@ -107,6 +111,7 @@ impl ChildProc {
     /// its socket (the child's stdin).
     pub(crate) fn spawn(
         mode: &str,
+        key: Option<u32>,
         spin: Duration,
         output: ChildOutput,
     ) -> io::Result<(ChildProc, UnixStream)> {
@@ -121,6 +126,9 @@ impl ChildProc {
             .env(SPIN_ENV, spin.as_micros().to_string())
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .process_group(0);
+        if let Some(key) = key {
+            cmd.env(KEY_ENV, key.to_string());
+        }
         let tail = Arc::new(Tail::default());
         let drain = match output {
             ChildOutput::Inherit => {
@@ -219,8 +227,13 @@ impl Drop for ChildProc {
     }
 }
 
-/// How a process ended, in words: "exited with code 3", "killed by SIGKILL (9)".
+/// How a process ended, in words: "exited with code 3", "was killed by SIGKILL (9)".
 pub fn describe_status(status: ExitStatus) -> String {
+    describe_exit(status, false)
+}
+
+/// Like [`describe_status`]; `by_us` says the pool itself sent the SIGKILL.
+pub(crate) fn describe_exit(status: ExitStatus, by_us: bool) -> String {
     if let Some(code) = status.code() {
         return format!("exited with code {code}");
     }
@@ -231,7 +244,11 @@ pub fn describe_status(status: ExitStatus) -> String {
                 s.push_str(", core dumped");
             }
             if sig == libc::SIGKILL {
-                s.push_str(" (out of memory, or killed from outside?)");
+                s.push_str(if by_us {
+                    " by the pool"
+                } else {
+                    " (out of memory, or killed from outside?)"
+                });
             }
             s
         }
@@ -375,7 +392,20 @@ pub(crate) fn worker_main(registry: &Registry) -> i32 {
             return EXIT_PROTOCOL;
         }
     };
-    match worker::serve(registry, &mut input, &mut output) {
+    let key = std::env::var(KEY_ENV)
+        .ok()
+        .and_then(|k| k.parse::<u32>().ok());
+    let fault = match std::env::var(FAULT_ENV) {
+        Ok(spec) => match worker::Fault::parse(&spec, key) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("procpool worker {}: {FAULT_ENV}: {e}", std::process::id());
+                return EXIT_PROTOCOL;
+            }
+        },
+        Err(_) => None,
+    };
+    match worker::serve(registry, &mut input, &mut output, fault) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("procpool worker {}: {e}", std::process::id());

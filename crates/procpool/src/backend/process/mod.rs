@@ -13,7 +13,7 @@ use crate::task::Task;
 use crate::wire::codec;
 use crate::wire::frame::{self, FrameError, FrameReader};
 use crate::wire::msg::{Down, JobMsg, Outcome, PROTOCOL_VERSION, Up};
-use child::{ChildOutput, ChildProc, describe_status};
+use child::{ChildOutput, ChildProc, describe_exit};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::Shutdown;
@@ -40,6 +40,8 @@ struct ProcWorker {
     greeted: bool,
     /// Refused or broke the protocol: its input is ignored until it is reaped.
     failed: bool,
+    /// We sent it SIGKILL.
+    killed: bool,
     /// We asked it to finish: our write side is shut once `out` is drained.
     closing: bool,
     write_shut: bool,
@@ -95,6 +97,7 @@ impl<T: Task> ProcessEngine<T> {
     pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
         let (child, sock) = ChildProc::spawn(
             "pool",
+            Some(key),
             self.cfg.spin,
             ChildOutput::Drain {
                 label: format!("worker {key}"),
@@ -132,6 +135,7 @@ impl<T: Task> ProcessEngine<T> {
             out_pos: 0,
             greeted: false,
             failed: false,
+            killed: false,
             closing: false,
             write_shut: false,
         });
@@ -209,10 +213,11 @@ impl<T: Task> ProcessEngine<T> {
                 });
             if ended {
                 let mut w = self.workers.swap_remove(i);
-                let status = w
-                    .child
-                    .reap(EXIT_GRACE)
-                    .map_or_else(|| "could not be reaped".to_owned(), describe_status);
+                let killed = w.killed;
+                let status = w.child.reap(EXIT_GRACE).map_or_else(
+                    || "could not be reaped".to_owned(),
+                    |s| describe_exit(s, killed),
+                );
                 events.push(Event::Exited {
                     worker: w.key,
                     status,
@@ -226,6 +231,7 @@ impl<T: Task> ProcessEngine<T> {
 
     pub(crate) fn kill(&mut self, key: WorkerKey) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
+            w.killed = true;
             w.child.kill();
         }
     }
@@ -283,6 +289,16 @@ fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) 
         match w.reader.fill_from(&mut &w.sock) {
             Ok(0) => {
                 decode_frames::<T>(w, events);
+                if let Err(e) = w.reader.finish() {
+                    if !w.failed {
+                        w.failed = true;
+                        let pid = w.child.pid();
+                        events.push(Event::Failed {
+                            worker: w.key,
+                            reason: format!("worker pid {pid} broke off a frame: {e}"),
+                        });
+                    }
+                }
                 return (bytes, true);
             }
             Ok(n) => {
@@ -300,6 +316,7 @@ fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) 
 fn fail(w: &mut ProcWorker, events: &mut Vec<Event<impl Sized>>, reason: String) {
     if !w.failed {
         w.failed = true;
+        w.killed = true;
         w.child.kill();
         events.push(Event::Failed {
             worker: w.key,
