@@ -712,7 +712,15 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
         let Some(input) = &mut self.input else {
             return;
         };
-        let window = self.pool.shared.lock().sup.window() as u64;
+        let (window, stopped) = {
+            let g = self.pool.shared.lock();
+            (g.sup.window() as u64, g.sup.stopped())
+        };
+        if stopped {
+            // Nothing more will run: stop pulling input (it may be endless).
+            self.input = None;
+            return;
+        }
         let room = window.saturating_sub(self.submitted - self.taken);
         if room == 0 {
             return;

@@ -3,11 +3,16 @@
 //! where each result goes. Backends report [`Event`]s; this type owns all bookkeeping.
 //!
 //! Design notes
-//! - Every job has an id; every worker keeps the ids it holds in dispatch order. A worker
-//!   runs its jobs in order, so its first id is the one running: when it dies, that job is
-//!   charged with the crash (and retried or failed), the others go back to the front of the
-//!   queue uncharged. Each result is delivered exactly once: a job leaves the table when its
-//!   result is delivered, and a result for an unknown id is dropped.
+//! - Every job has an id; every worker keeps the ids it holds in dispatch order. Each
+//!   result is delivered exactly once: a job leaves the table when its result is delivered,
+//!   and a result for an unknown id is dropped.
+//! - Blame is exact. A worker that dies holding one job was running it: that job is charged
+//!   with the crash (retried, or failed after `retries`). A worker that dies holding several
+//!   may have finished some whose results it had not written yet, so none is charged:
+//!   they all become *suspects*, which are re-run one at a time on an otherwise idle worker,
+//!   where a crash does identify its job. This costs nothing while nothing crashes (no
+//!   per-job acknowledgement), and a job that kills its worker cannot take innocent
+//!   neighbours down with it.
 //! - In flight per worker: two chunks, or about [`QUEUE_TARGET`] of measured work, whichever
 //!   is more (capped): enough that a worker never waits for the coordinator, few enough that
 //!   the last jobs spread over all workers. Ordered requests also keep at most a window of
@@ -208,6 +213,8 @@ struct Slot {
     timed_out: Option<u64>,
     failure: Option<String>,
     span: usize,
+    /// Running a suspect alone: takes no other job until it answers.
+    isolating: bool,
 }
 
 enum Chunker {
@@ -246,6 +253,8 @@ pub(crate) struct Supervisor<T: Task> {
     slots: Vec<Slot>,
     jobs: HashMap<u64, Job<T>>,
     pending: VecDeque<u64>,
+    /// Jobs to run alone (see the module notes); they go before `pending`.
+    suspects: VecDeque<u64>,
     requests: HashMap<u64, Request<T::Output>>,
     next_job: u64,
     next_req: u64,
@@ -278,6 +287,7 @@ impl<T: Task> Supervisor<T> {
             slots: Vec::new(),
             jobs: HashMap::new(),
             pending: VecDeque::new(),
+            suspects: VecDeque::new(),
             requests: HashMap::new(),
             next_job: 0,
             next_req: 0,
@@ -331,6 +341,7 @@ impl<T: Task> Supervisor<T> {
             timed_out: None,
             failure: None,
             span: self.timeline.workers.len() - 1,
+            isolating: false,
         });
         Ok(())
     }
@@ -340,9 +351,10 @@ impl<T: Task> Supervisor<T> {
         self.slots.len() == self.settings.workers && self.slots.iter().all(|s| s.ready)
     }
 
-    /// Why start-up failed, if it did.
+    /// Why start-up failed, once it has given up (a worker dying before it is ready is
+    /// replaced a few times first: it may have been killed from outside).
     pub(crate) fn startup_error(&self) -> Option<String> {
-        (!self.startup_errors.is_empty()).then(|| self.startup_errors.join("; "))
+        (!self.respawn && !self.startup_errors.is_empty()).then(|| self.startup_errors.join("; "))
     }
 
     /// Start-up is over: from now on dead workers are replaced.
@@ -356,6 +368,11 @@ impl<T: Task> Supervisor<T> {
         if self.phase == Phase::Running || self.phase == Phase::Starting {
             self.phase = Phase::Closed;
         }
+    }
+
+    /// Whether the pool has stopped for good (terminated, or no worker can be started).
+    pub(crate) fn stopped(&self) -> bool {
+        self.phase == Phase::Terminated || self.fatal.is_some()
     }
 
     /// Whether new requests are refused.
@@ -385,7 +402,8 @@ impl<T: Task> Supervisor<T> {
     /// Kills every worker now; every unfinished job fails with `Terminated`.
     pub(crate) fn terminate(&mut self, engine: &mut Engine<T>) {
         self.phase = Phase::Terminated;
-        let mut ids: Vec<u64> = self.pending.drain(..).collect();
+        let mut ids: Vec<u64> = self.suspects.drain(..).collect();
+        ids.extend(self.pending.drain(..));
         for s in &mut self.slots {
             ids.extend(s.in_flight.drain(..));
             s.closing = true;
@@ -458,6 +476,17 @@ impl<T: Task> Supervisor<T> {
             return;
         };
         r.outstanding += 1;
+        // A request opened before the pool stopped may still feed it: fail those jobs now.
+        let payload = match (&self.fatal, self.phase) {
+            (_, Phase::Terminated) => Err(JobError::Terminated),
+            (Some(reason), _) => Err(JobError::WorkerDied {
+                pid: 0,
+                status: reason.clone(),
+                attempts: 0,
+                stderr_tail: String::new(),
+            }),
+            _ => payload,
+        };
         match payload {
             Ok(payload) => {
                 let id = self.next_job;
@@ -488,7 +517,7 @@ impl<T: Task> Supervisor<T> {
         r.cancelled = true;
         let jobs = &mut self.jobs;
         let mut withdrawn = 0;
-        self.pending.retain(|id| {
+        let mut keep = |id: &u64| {
             if jobs.get(id).is_some_and(|j| j.req == req) {
                 jobs.remove(id);
                 withdrawn += 1;
@@ -496,7 +525,9 @@ impl<T: Task> Supervisor<T> {
             } else {
                 true
             }
-        });
+        };
+        self.pending.retain(&mut keep);
+        self.suspects.retain(keep);
         r.outstanding -= withdrawn;
         if r.outstanding == 0 {
             self.requests.remove(&req);
@@ -681,6 +712,9 @@ impl<T: Task> Supervisor<T> {
                 }
                 s.in_flight.pop_front();
                 s.head_since = now;
+                if s.in_flight.is_empty() {
+                    s.isolating = false;
+                }
                 Some(WorkerRef {
                     index: s.index,
                     pid: s.pid,
@@ -805,18 +839,20 @@ impl<T: Task> Supervisor<T> {
         if !slot.ready {
             let mut reason = slot
                 .failure
+                .clone()
                 .unwrap_or_else(|| format!("worker pid {} {status} before it was ready", slot.pid));
             let tail = stderr_tail.trim_end();
             if !tail.is_empty() {
                 reason.push_str(&format!("; its stderr ended with:\n{tail}"));
             }
             warn!(worker = slot.index, pid = slot.pid, "{reason}");
-            self.startup_errors.push(reason.clone());
+            self.startup_errors.push(reason);
             self.startup_failures += 1;
-            if self.phase != Phase::Starting && self.startup_failures >= MAX_STARTUP_FAILURES {
-                warn!(
-                    "{MAX_STARTUP_FAILURES} replacement workers in a row died before they were ready; not starting more"
-                );
+            // A refusal (unknown task, another protocol) will happen again: no retry.
+            if slot.failure.is_some() || self.startup_failures >= MAX_STARTUP_FAILURES {
+                if self.respawn {
+                    warn!("workers die before they are ready; not starting more");
+                }
                 self.respawn = false;
             }
             return;
@@ -837,10 +873,17 @@ impl<T: Task> Supervisor<T> {
         let Some((&head, rest)) = held.split_first() else {
             return;
         };
+        let timed_out = slot.timed_out == Some(head);
+        if !rest.is_empty() && !timed_out {
+            // Several held: which one was running is unknowable (see the module notes).
+            for &id in held.iter().rev() {
+                self.requeue_suspect(id);
+            }
+            return;
+        }
         for &id in rest.iter().rev() {
             self.requeue(id);
         }
-        let timed_out = slot.timed_out == Some(head);
         let Some(job) = self.jobs.get_mut(&head) else {
             return;
         };
@@ -873,7 +916,7 @@ impl<T: Task> Supervisor<T> {
                 attempt = job.crashes + 1,
                 "re-dispatching a job whose worker died"
             );
-            self.requeue(head);
+            self.requeue_suspect(head);
         }
     }
 
@@ -889,6 +932,21 @@ impl<T: Task> Supervisor<T> {
         job.sent = None;
         self.stats.jobs_redispatched += 1;
         self.pending.push_front(id);
+    }
+
+    /// Puts a job back to run alone on an idle worker (see the module notes).
+    fn requeue_suspect(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if matches!(job.payload, Payload::Value(None)) {
+            job.state = JobState::Orphaned;
+            return;
+        }
+        job.state = JobState::Pending;
+        job.sent = None;
+        self.stats.jobs_redispatched += 1;
+        self.suspects.push_front(id);
     }
 
     fn fail_job(&mut self, id: u64, worker: Option<WorkerRef>, error: JobError) {
@@ -989,7 +1047,7 @@ impl<T: Task> Supervisor<T> {
     /// Starts replacements for dead workers; fails everything when none can run.
     pub(crate) fn replenish(&mut self, engine: &mut Engine<T>) {
         let wanted = match self.phase {
-            Phase::Running => true,
+            Phase::Starting | Phase::Running => true,
             Phase::Closed => !self.jobs.is_empty(),
             _ => false,
         };
@@ -1031,26 +1089,31 @@ impl<T: Task> Supervisor<T> {
                     );
                 }
                 self.pending.clear();
+                self.suspects.clear();
             }
         }
     }
 
     /// Sends queued jobs to workers with room, a chunk at a time, round-robin.
     pub(crate) fn dispatch(&mut self, engine: &mut Engine<T>) {
+        self.dispatch_suspects(engine);
         if self.pending.is_empty() {
             return;
         }
         let chunk = self.chunk_size();
         let cap = self.cap();
         let mut progress = true;
+        let mut order: Vec<usize> = (0..self.slots.len()).collect();
         while progress && !self.pending.is_empty() {
             progress = false;
-            for si in 0..self.slots.len() {
+            // Least loaded first, so a trickle of jobs spreads over idle workers.
+            order.sort_by_key(|&si| self.slots[si].in_flight.len());
+            for &si in &order {
                 let slot = &self.slots[si];
                 if self.pending.is_empty() {
                     break;
                 }
-                if !slot.ready || slot.closing || slot.timed_out.is_some() {
+                if !slot.ready || slot.closing || slot.timed_out.is_some() || slot.isolating {
                     continue;
                 }
                 let room = cap.saturating_sub(slot.in_flight.len());
@@ -1059,49 +1122,70 @@ impl<T: Task> Supervisor<T> {
                 }
                 let n = chunk.min(room).min(self.pending.len());
                 let ids: Vec<u64> = self.pending.drain(..n).collect();
-                let now = Instant::now();
-                let alone = slot.in_flight.is_empty() && n == 1;
-                let key = slot.key;
-                let mut batch: Vec<(u64, Payload<T>)> = Vec::with_capacity(n);
-                for &id in &ids {
-                    if let Some(job) = self.jobs.get_mut(&id) {
-                        job.sent = Some(now);
-                        job.alone = alone;
-                        job.state = JobState::Running;
-                        batch.push((
-                            id,
-                            std::mem::replace(&mut job.payload, Payload::Value(None)),
-                        ));
-                    }
-                }
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    let positions: Vec<u64> = ids
-                        .iter()
-                        .filter_map(|id| self.jobs.get(id).map(|j| j.pos))
-                        .collect();
-                    debug!(
-                        worker = slot.index,
-                        pid = slot.pid,
-                        ?positions,
-                        "jobs dispatched"
-                    );
-                }
-                let mut refs: Vec<(u64, &mut Payload<T>)> =
-                    batch.iter_mut().map(|(id, p)| (*id, p)).collect();
-                engine.send(key, &mut refs);
-                for (id, payload) in batch {
-                    if let Some(job) = self.jobs.get_mut(&id) {
-                        job.payload = payload;
-                    }
-                }
-                let slot = &mut self.slots[si];
-                if slot.in_flight.is_empty() {
-                    slot.head_since = now;
-                }
-                slot.in_flight.extend(ids);
+                self.send_to(si, ids, engine);
                 progress = true;
             }
         }
+    }
+
+    /// Sends each suspect alone to an idle worker, which then takes nothing else until
+    /// it answers.
+    fn dispatch_suspects(&mut self, engine: &mut Engine<T>) {
+        for si in 0..self.slots.len() {
+            if self.suspects.is_empty() {
+                return;
+            }
+            let slot = &self.slots[si];
+            if !slot.ready || slot.closing || slot.timed_out.is_some() || !slot.in_flight.is_empty()
+            {
+                continue;
+            }
+            let Some(id) = self.suspects.pop_front() else {
+                return;
+            };
+            self.slots[si].isolating = true;
+            self.send_to(si, vec![id], engine);
+        }
+    }
+
+    /// Sends jobs `ids` to the worker in slot `si`, as one chunk.
+    fn send_to(&mut self, si: usize, ids: Vec<u64>, engine: &mut Engine<T>) {
+        let slot = &self.slots[si];
+        let now = Instant::now();
+        let alone = slot.in_flight.is_empty() && ids.len() == 1;
+        let (key, index, pid) = (slot.key, slot.index, slot.pid);
+        let mut batch: Vec<(u64, Payload<T>)> = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.sent = Some(now);
+                job.alone = alone;
+                job.state = JobState::Running;
+                batch.push((
+                    id,
+                    std::mem::replace(&mut job.payload, Payload::Value(None)),
+                ));
+            }
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let positions: Vec<u64> = ids
+                .iter()
+                .filter_map(|id| self.jobs.get(id).map(|j| j.pos))
+                .collect();
+            debug!(worker = index, pid, ?positions, "jobs dispatched");
+        }
+        let mut refs: Vec<(u64, &mut Payload<T>)> =
+            batch.iter_mut().map(|(id, p)| (*id, p)).collect();
+        engine.send(key, &mut refs);
+        for (id, payload) in batch {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.payload = payload;
+            }
+        }
+        let slot = &mut self.slots[si];
+        if slot.in_flight.is_empty() {
+            slot.head_since = now;
+        }
+        slot.in_flight.extend(ids);
     }
 
     /// Counters so far (wire bytes filled in by the caller).

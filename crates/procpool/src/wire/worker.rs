@@ -2,10 +2,11 @@
 //! then run jobs until the coordinator hangs up.
 //!
 //! Generic over plain `Read`/`Write` (behind `dyn`, so the registry can hold one
-//! monomorphic entry point per task), so tests drive it entirely in memory. Results are
-//! buffered and flushed before a read that might block, when a result has waited more than
-//! [`FLUSH_AFTER`], and before starting a job when the previous one was slow: many tiny jobs
-//! cost one write, and a slow job's result is not held back by the next slow one.
+//! monomorphic entry point per task), so tests drive it entirely in memory. Each result is
+//! handed to the output as soon as it exists and the output is flushed before a read that
+//! might block. A real worker's output (`backend::process::child`) buffers in memory and
+//! also flushes from a helper thread once a result has waited [`FLUSH_AFTER`]: many tiny
+//! jobs cost one write, and no result waits for the next job, however long that runs.
 
 use super::codec;
 use super::frame::{self, FrameError, FrameReader};
@@ -17,11 +18,8 @@ use std::io::{self, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-/// A result waits at most this long in the worker's buffer before it is written, when
-/// more quick jobs follow.
+/// A result waits at most about this long in a worker's output buffer.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
-/// A job this slow (ns) makes the worker write pending results before starting the next.
-const SLOW_JOB_NS: u64 = 50_000;
 
 /// Why a worker stopped serving (other than the coordinator hanging up, which is normal).
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +44,20 @@ pub(crate) struct Rx<'a> {
     input: &'a mut dyn Read,
 }
 
-/// The sending half: buffered frames over the output.
+/// Where a worker's frames go: any writer, told when a job is about to start (so a
+/// buffering writer can make sure nothing waits behind a long job).
+pub(crate) trait Output: Write {
+    /// A job is about to run.
+    fn job_starting(&mut self) {}
+}
+
+impl Output for Vec<u8> {}
+
+/// The sending half: frames over the output.
 pub(crate) struct Tx<'a> {
-    out: Vec<u8>,
-    output: &'a mut dyn Write,
+    frame: Vec<u8>,
+    output: &'a mut dyn Output,
     max_frame: u32,
-    pending_since: Option<Instant>,
 }
 
 /// Both halves of a worker's connection to its coordinator.
@@ -167,7 +173,7 @@ impl Fault {
 impl<'a> Conn<'a> {
     pub(crate) fn new(
         input: &'a mut dyn Read,
-        output: &'a mut dyn Write,
+        output: &'a mut dyn Output,
         fault: Option<Fault>,
     ) -> Conn<'a> {
         Conn {
@@ -177,10 +183,9 @@ impl<'a> Conn<'a> {
                 input,
             },
             tx: Tx {
-                out: Vec::with_capacity(64 << 10),
+                frame: Vec::with_capacity(4096),
                 output,
                 max_frame: frame::DEFAULT_MAX_FRAME,
-                pending_since: None,
             },
         }
     }
@@ -207,34 +212,14 @@ impl Rx<'_> {
 
 impl Tx<'_> {
     fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), WorkerError> {
-        frame::write_frame(&mut self.out, msg, self.max_frame)?;
-        if self.pending_since.is_none() {
-            self.pending_since = Some(Instant::now());
-        }
-        if self.out.len() >= 256 << 10 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush_if_stale(&mut self) -> Result<(), WorkerError> {
-        if self
-            .pending_since
-            .is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
-        {
-            self.flush()?;
-        }
+        self.frame.clear();
+        frame::write_frame(&mut self.frame, msg, self.max_frame)?;
+        self.output.write_all(&self.frame)?;
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.output.write_all(&self.out)?;
-            self.output.flush()?;
-            self.out.clear();
-        }
-        self.pending_since = None;
-        Ok(())
+        self.output.flush()
     }
 }
 
@@ -251,7 +236,7 @@ fn refuse(tx: &mut Tx<'_>, reason: String) -> WorkerError {
 pub(crate) fn serve(
     registry: &Registry,
     input: &mut dyn Read,
-    output: &mut dyn Write,
+    output: &mut dyn Output,
     fault: Option<Fault>,
 ) -> Result<(), WorkerError> {
     let mut conn = Conn::new(input, output, fault);
@@ -368,7 +353,6 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
     let Conn { rx, tx, fault } = conn;
     let fault = *fault;
     let mut sent = 0u64;
-    let mut last_ns = 0u64;
     let Some(frame) = rx.recv(tx)? else {
         return Ok(());
     };
@@ -407,19 +391,14 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
             Err(e) => return Err(refuse(tx, format!("undecodable jobs frame: {e}"))),
         };
         for JobMsg { id, payload } in jobs {
+            tx.output.job_starting();
             if let Some(f) = fault {
                 f.before_job(id);
-            }
-            // Results wait for company only while jobs are quick: after a slow job, the
-            // next may be slow too, so what is pending goes out before it starts.
-            if last_ns >= SLOW_JOB_NS {
-                tx.flush()?;
             }
             scratch.clear();
             let (outcome, compute_ns) = match codec::decode::<T>(payload) {
                 Ok(task) => {
                     let (result, ns) = run_caught(task, &ctx);
-                    last_ns = ns;
                     let outcome = match result {
                         Ok(output) => match codec::encode_into(&output, &mut scratch) {
                             Ok(()) => Outcome::Ok(&scratch),
@@ -443,26 +422,24 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
                 compute_ns,
                 outcome,
             };
-            if let Err(FrameError::TooLong { len, max }) =
-                frame::write_frame(&mut tx.out, &done, tx.max_frame)
-            {
-                tx.send(&Up::Done {
-                    id,
-                    compute_ns,
-                    outcome: Outcome::Err(JobError::Codec {
-                        message: format!(
-                            "output of {len} bytes is over the frame limit of {max} bytes"
-                        ),
-                    }),
-                })?;
-            } else if tx.pending_since.is_none() {
-                tx.pending_since = Some(Instant::now());
+            match tx.send(&done) {
+                Err(WorkerError::Frame(FrameError::TooLong { len, max })) => {
+                    tx.send(&Up::Done {
+                        id,
+                        compute_ns,
+                        outcome: Outcome::Err(JobError::Codec {
+                            message: format!(
+                                "output of {len} bytes is over the frame limit of {max} bytes"
+                            ),
+                        }),
+                    })?
+                }
+                other => other?,
             }
             sent += 1;
             if let Some(f) = fault {
                 f.after_result(sent, tx)?;
             }
-            tx.flush_if_stale()?;
         }
     }
 }

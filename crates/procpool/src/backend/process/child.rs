@@ -6,7 +6,7 @@
 use super::unix;
 use crate::backend::Spinner;
 use crate::task::Registry;
-use crate::wire::worker;
+use crate::wire::worker::{self, FLUSH_AFTER};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -340,6 +340,127 @@ impl Write for WorkerSocket {
     }
 }
 
+/// A worker's output: results collect in memory and go out in one write when the worker
+/// is about to wait for input (`flush`); and when a job starts while results are waiting,
+/// a helper thread writes them out once the oldest has waited [`FLUSH_AFTER`] — so a result
+/// is never held back by a long job after it, and quick jobs still share one write.
+struct DeadlineWriter {
+    shared: Arc<(Mutex<Outbox>, Condvar)>,
+}
+
+struct Outbox {
+    buf: Vec<u8>,
+    since: Option<Instant>,
+    armed: bool,
+    sock: WorkerSocket,
+    failed: Option<io::ErrorKind>,
+    done: bool,
+}
+
+impl Outbox {
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.failed {
+            return Err(kind.into());
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.sock.write_all(&self.buf);
+        self.buf.clear();
+        self.since = None;
+        if let Err(e) = &result {
+            self.failed = Some(e.kind());
+        }
+        result
+    }
+}
+
+impl DeadlineWriter {
+    fn new(sock: WorkerSocket) -> io::Result<DeadlineWriter> {
+        let shared = Arc::new((
+            Mutex::new(Outbox {
+                buf: Vec::with_capacity(64 << 10),
+                since: None,
+                armed: false,
+                sock,
+                failed: None,
+                done: false,
+            }),
+            Condvar::new(),
+        ));
+        let flusher = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("procpool-flusher".into())
+            .spawn(move || {
+                let (lock, cv) = &*flusher;
+                let mut out = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !out.done {
+                    if !out.armed {
+                        out = cv.wait(out).unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                    let now = Instant::now();
+                    match out.since {
+                        Some(since) if now < since + FLUSH_AFTER => {
+                            out = cv
+                                .wait_timeout(out, since + FLUSH_AFTER - now)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
+                        _ => {
+                            let _ = out.write_out();
+                            out.armed = false;
+                        }
+                    }
+                }
+            })?;
+        Ok(DeadlineWriter { shared })
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.shared.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Write for DeadlineWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut out = self.outbox();
+        if let Some(kind) = out.failed {
+            return Err(kind.into());
+        }
+        if out.since.is_none() {
+            out.since = Some(Instant::now());
+        }
+        out.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.outbox().write_out()
+    }
+}
+
+impl worker::Output for DeadlineWriter {
+    fn job_starting(&mut self) {
+        let mut out = self.outbox();
+        if out.since.is_some() && !out.armed {
+            out.armed = true;
+            drop(out);
+            self.shared.1.notify_one();
+        }
+    }
+}
+
+impl Drop for DeadlineWriter {
+    fn drop(&mut self) {
+        let mut out = self.outbox();
+        let _ = out.write_out();
+        out.done = true;
+        drop(out);
+        self.shared.1.notify_one();
+    }
+}
+
 /// The child's side: serve the coordinator on stdin until it hangs up; returns the exit code.
 pub(crate) fn worker_main(registry: &Registry) -> i32 {
     if let Some(parent) = std::env::var(PARENT_ENV)
@@ -382,11 +503,14 @@ pub(crate) fn worker_main(registry: &Registry) -> i32 {
         spinner: Spinner::new(spin),
     };
     let mut input = &mut io;
-    let mut output = match input.sock.try_clone() {
-        Ok(sock) => WorkerSocket {
+    let output = input.sock.try_clone().and_then(|sock| {
+        DeadlineWriter::new(WorkerSocket {
             sock,
             spinner: Spinner::new(Duration::ZERO),
-        },
+        })
+    });
+    let mut output = match output {
+        Ok(output) => output,
         Err(e) => {
             eprintln!("procpool worker {}: {e}", std::process::id());
             return EXIT_PROTOCOL;

@@ -1,0 +1,399 @@
+//! Faults that really happen to a running coordinator: workers SIGKILLed from outside,
+//! a job that aborts its worker, hostile frames, a hung job, signals to the coordinator,
+//! and the coordinator itself SIGKILLed. Every run is under a watchdog.
+
+use crate::common::{coordinator, density_bits, json, run, run_with};
+use std::collections::BTreeSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Live (non-zombie) children of `pid`, from /proc.
+fn children(pid: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((ppid, state)) = stat(child) {
+            if ppid == pid && state != 'Z' {
+                out.insert(child);
+            }
+        }
+    }
+    out
+}
+
+/// (parent pid, state) of a process, if it exists.
+fn stat(pid: u32) -> Option<(u32, char)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether `pid` is still a running (non-zombie) process.
+fn running(pid: u32) -> bool {
+    stat(pid).is_some_and(|(_, state)| state != 'Z')
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory effects; the pid is a child we started or its child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Reads a child's stdout and stderr on threads, so a full pipe never blocks it.
+fn drain(child: &mut Child) -> impl FnOnce() -> (String, String) + use<> {
+    use std::io::Read;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    move || (o.join().unwrap(), e.join().unwrap())
+}
+
+/// Starts a long sweep in the background; returns it once its workers are up (the
+/// caller waits for it).
+#[allow(clippy::zombie_processes)]
+fn start_long_run(extra: &[&str]) -> (Child, BTreeSet<u32>) {
+    let mut args = vec![
+        "--samples",
+        "1e6",
+        "--widths",
+        "0.01:3:4000",
+        "-w",
+        "2",
+        "--chunksize",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = coordinator()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let kids = children(child.id());
+        if kids.len() == 2 {
+            // Let the sweep get going.
+            std::thread::sleep(Duration::from_millis(300));
+            return (child, kids);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("workers never started");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("coordinator did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn random_sigkills_of_workers_lose_no_result() {
+    let args = [
+        "--format",
+        "json",
+        "--samples",
+        "1e6",
+        "--widths",
+        "0.02:3:4000",
+        "-w",
+        "2",
+        "--chunksize",
+        "1",
+        "--retries",
+        "10",
+    ];
+    let mut child = coordinator()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = drain(&mut child);
+    let pid = child.id();
+    let mut killed = Vec::new();
+    let mut first_seen = std::collections::HashMap::new();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(120) {
+        let now = Instant::now();
+        // Only workers that have been up a while: busy with jobs, not still starting
+        // (workers that keep dying before they are ready make the pool give up, rightly).
+        let busy: Vec<u32> = children(pid)
+            .into_iter()
+            .filter(|k| {
+                now.duration_since(*first_seen.entry(*k).or_insert(now))
+                    > Duration::from_millis(200)
+            })
+            .collect();
+        if !busy.is_empty() && killed.len() < 4 {
+            let victim = busy[rand::random_range(0..busy.len())];
+            if running(victim) {
+                signal(victim, libc::SIGKILL);
+                killed.push(victim);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = wait_within(&mut child, Duration::from_secs(60));
+    let (stdout, stderr) = output();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        !killed.is_empty(),
+        "the run ended before any worker could be killed"
+    );
+    assert!(
+        stderr.contains("was killed by SIGKILL (9)"),
+        "deaths not reported:\n{stderr}"
+    );
+    let faulty: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mut serial_args = args.to_vec();
+    serial_args.extend(["--backend", "serial"]);
+    let clean = json(&run(&serial_args));
+    assert_eq!(
+        density_bits(&faulty),
+        density_bits(&clean),
+        "killed {killed:?}"
+    );
+    for pid in killed {
+        assert!(!running(pid), "killed worker {pid} still running");
+    }
+}
+
+#[test]
+fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
+    let args = [
+        "--format",
+        "json",
+        "--widths",
+        "0.1:1.2:12",
+        "-w",
+        "2",
+        "--retries",
+        "2",
+        "--chunksize",
+        "1",
+    ];
+    let out = coordinator()
+        .args(args)
+        .env("PROCPOOL_FAULT", "abort-on=5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 of 12 jobs failed: pos 5 (h = 0.6)"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = v["results"][5]["error"].as_str().unwrap();
+    assert!(
+        error.contains("SIGABRT (6)") && error.contains("attempt 3"),
+        "{error}"
+    );
+    assert!(
+        error.contains("fault injection: aborting on job 5"),
+        "no stderr tail: {error}"
+    );
+    assert_eq!(v["failed"], 1);
+    let clean = json(&run(&args));
+    for (i, (a, b)) in v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(clean["results"].as_array().unwrap())
+        .enumerate()
+    {
+        if i != 5 {
+            assert_eq!(a["density"], b["density"], "pos {i}");
+        }
+    }
+}
+
+#[test]
+fn hostile_frames_are_protocol_errors_and_the_worker_is_replaced() {
+    let args = [
+        "--format",
+        "json",
+        "--widths",
+        "0.1:1.2:12",
+        "-w",
+        "2",
+        "--chunksize",
+        "1",
+    ];
+    let clean = json(&run(&args));
+    for (fault, needle) in [
+        ("worker=0:garbage-after=2", "undecodable message"),
+        ("worker=0:oversize-after=1", "over the limit"),
+        ("worker=1:truncate-after=3", "middle of a frame"),
+    ] {
+        let out = coordinator()
+            .args(args)
+            .env("PROCPOOL_FAULT", fault)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{fault}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{fault}: no {needle:?} in\n{stderr}"
+        );
+        assert!(
+            stderr.contains("worker pid"),
+            "{fault}: worker not named:\n{stderr}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(density_bits(&v), density_bits(&clean), "{fault}");
+    }
+}
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_at_the_handshake() {
+    let out = coordinator()
+        .args(["-w", "2"])
+        .env("PROCPOOL_FAULT", "version=99")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("speaks protocol version 99"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_hung_job_times_out_and_the_rest_completes() {
+    let out = run_with(
+        &[
+            "--format",
+            "json",
+            "--widths",
+            "0.1:1.2:12",
+            "-w",
+            "2",
+            "--chunksize",
+            "1",
+            "--job-timeout",
+            "0.5",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let start = Instant::now();
+    let hung = coordinator()
+        .args([
+            "--format",
+            "json",
+            "--widths",
+            "0.1:1.2:12",
+            "-w",
+            "2",
+            "--chunksize",
+            "1",
+            "--job-timeout",
+            "0.5",
+        ])
+        .env("PROCPOOL_FAULT", "hang-on=3")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&hung.stderr);
+    assert_eq!(hung.status.code(), Some(1), "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&hung.stdout).unwrap();
+    let error = v["results"][3]["error"].as_str().unwrap();
+    assert!(error.contains("exceeded its timeout of 500ms"), "{error}");
+    assert_eq!(v["failed"], 1);
+}
+
+fn check_signal(sig: i32, code: i32, name: &str) {
+    let (mut child, kids) = start_long_run(&[]);
+    let output = drain(&mut child);
+    signal(child.id(), sig);
+    let (status, took) = wait_within(&mut child, Duration::from_secs(30));
+    let (stdout, stderr) = output();
+    assert_eq!(status.code(), Some(code), "{name}: {stderr}");
+    // "Within a second", with room for a loaded CI machine.
+    assert!(
+        took < Duration::from_secs(2),
+        "{name}: took {took:?} to exit"
+    );
+    assert!(
+        stdout.contains(&format!("interrupted by {name}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("interrupted by {name}")),
+        "{stderr}"
+    );
+    for pid in kids {
+        assert!(
+            stat(pid).is_none(),
+            "{name}: worker {pid} still in the process table"
+        );
+    }
+}
+
+#[test]
+fn sigint_stops_the_run_reaps_every_worker_and_exits_130() {
+    check_signal(libc::SIGINT, 130, "SIGINT");
+}
+
+#[test]
+fn sigterm_stops_the_run_reaps_every_worker_and_exits_143() {
+    check_signal(libc::SIGTERM, 143, "SIGTERM");
+}
+
+#[test]
+fn sigkill_of_the_coordinator_takes_its_workers_down_within_a_second() {
+    let (mut child, kids) = start_long_run(&[]);
+    let _output = drain(&mut child);
+    signal(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    let start = Instant::now();
+    while kids.iter().any(|&k| running(k)) {
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "orphaned workers still running after {:?}: {:?}",
+            start.elapsed(),
+            kids.iter().filter(|&&k| running(k)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
