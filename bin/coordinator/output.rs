@@ -107,8 +107,9 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
                     .as_deref()
                     .unwrap_or("no result")
                     .lines()
-                    .next()
-                    .unwrap_or("")
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             )?,
         }
     }
