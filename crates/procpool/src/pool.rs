@@ -104,12 +104,12 @@ impl<T: Task> Shared<T> {
             let timeout = g.sup.next_wakeup();
             let spin = g.spinner.budget();
             drop(g);
-            let hit = waiter.wait(timeout, spin);
+            let since = Instant::now();
+            waiter.wait(timeout, spin);
+            let waited = since.elapsed();
             g = self.lock();
             g.leader = false;
-            if !spin.is_zero() {
-                g.spinner.record(hit);
-            }
+            g.spinner.record(waited);
             g.step();
             self.cond.notify_all();
         }

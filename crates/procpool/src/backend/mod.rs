@@ -93,35 +93,44 @@ pub(crate) enum Payload<T> {
     Value(Option<T>),
 }
 
-/// Bounded, adaptive spinning before blocking: spin while recent waits were short
-/// enough for spinning to pay, probe again now and then when they were not.
+/// Bounded, adaptive spinning before blocking: spin while the waits this side has seen
+/// lately (however they ended, spinning or sleeping) were short enough for a spin to catch
+/// them. Measuring the wait itself, not whether the last spin hit, keeps two spinning
+/// sides from talking each other out of it: a side whose peer sleeps still sees short
+/// waits (the peer's wake-up, tens of µs) and keeps spinning, which brings the peer back.
 #[derive(Debug, Clone)]
 pub(crate) struct Spinner {
     budget: Duration,
-    misses: u32,
+    typical: Option<Duration>,
 }
 
 impl Spinner {
     pub(crate) fn new(budget: Duration) -> Spinner {
-        Spinner { budget, misses: 0 }
+        Spinner {
+            budget,
+            typical: None,
+        }
     }
 
     /// How long to spin before the next blocking wait.
     pub(crate) fn budget(&self) -> Duration {
-        if self.misses >= 4 && !self.misses.is_multiple_of(16) {
-            Duration::ZERO
-        } else {
-            self.budget
+        match self.typical {
+            Some(t) if t > self.budget => Duration::ZERO,
+            _ => self.budget,
         }
     }
 
-    /// Whether the last spin found what it waited for.
-    pub(crate) fn record(&mut self, hit: bool) {
-        self.misses = if hit {
-            0
-        } else {
-            self.misses.saturating_add(1)
-        };
+    /// How long the last wait lasted (until what it waited for came).
+    pub(crate) fn record(&mut self, waited: Duration) {
+        if self.budget.is_zero() {
+            return;
+        }
+        // Clamped, so one long idle stretch is forgotten after a few quick waits.
+        let waited = waited.min(self.budget * 4);
+        self.typical = Some(match self.typical {
+            None => waited,
+            Some(t) => (t * 3 + waited) / 4,
+        });
     }
 }
 
@@ -136,16 +145,15 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    /// Waits until something may have happened, spinning up to `spin` first; returns
-    /// whether the spin phase saw it (for the [`Spinner`]).
-    pub(crate) fn wait(self, timeout: Duration, spin: Duration) -> bool {
+    /// Waits until something may have happened, spinning up to `spin` first.
+    pub(crate) fn wait(self, timeout: Duration, spin: Duration) {
         match self {
             Waiter::Poll(mut fds) => {
                 if !spin.is_zero() {
                     let until = Instant::now() + spin;
                     loop {
                         if process::unix::poll(&mut fds, Some(Duration::ZERO)).unwrap_or(1) > 0 {
-                            return true;
+                            return;
                         }
                         if Instant::now() >= until {
                             break;
@@ -154,10 +162,9 @@ impl Waiter {
                     }
                 }
                 let _ = process::unix::poll(&mut fds, Some(timeout));
-                false
             }
             Waiter::Queue(q) => q.wait(timeout, spin),
-            Waiter::None => true,
+            Waiter::None => {}
         }
     }
 }

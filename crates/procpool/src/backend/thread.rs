@@ -45,11 +45,11 @@ impl EventQueue {
     }
 
     /// Waits until an event is queued or [`EventQueue::wake`] is called.
-    pub(crate) fn wait(&self, timeout: Duration, spin: Duration) -> bool {
+    pub(crate) fn wait(&self, timeout: Duration, spin: Duration) {
         let start = Instant::now();
         while start.elapsed() < spin {
             if self.ready() {
-                return true;
+                return;
             }
             std::hint::spin_loop();
         }
@@ -60,13 +60,14 @@ impl EventQueue {
             .wait_timeout_while(guard, timeout, |()| !self.ready())
             .unwrap_or_else(PoisonError::into_inner);
         self.waiting.store(false, Ordering::SeqCst);
-        false
     }
 }
 
 struct Inbox<T> {
     jobs: Mutex<InboxState<T>>,
     cv: Condvar,
+    /// Jobs queued (a hint, so spinning does not hammer the lock).
+    queued: AtomicUsize,
 }
 
 struct InboxState<T> {
@@ -80,45 +81,40 @@ impl<T> Inbox<T> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next job, after spinning up to `spin` for one; `None` when closed or retired.
+    /// The next job, after spinning for one as the spinner advises; `None` when closed or
+    /// retired.
     fn next(&self, spinner: &mut Spinner) -> Option<(u64, T)> {
+        let start = Instant::now();
         let budget = spinner.budget();
-        if !budget.is_zero() {
-            let start = Instant::now();
-            let mut spun = false;
-            while start.elapsed() < budget {
-                {
-                    let mut s = self.lock();
-                    if s.retired {
-                        return None;
-                    }
+        loop {
+            if self.queued.load(Ordering::Acquire) == 0 && start.elapsed() < budget {
+                std::hint::spin_loop();
+                continue;
+            }
+            {
+                let mut s = self.lock();
+                if s.retired {
+                    return None;
+                }
+                if let Some(job) = s.queue.pop_front() {
+                    self.queued.store(s.queue.len(), Ordering::Release);
+                    spinner.record(start.elapsed());
+                    return Some(job);
+                }
+                if s.closed {
+                    return None;
+                }
+                if start.elapsed() >= budget {
+                    s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
                     if let Some(job) = s.queue.pop_front() {
-                        if spun {
-                            spinner.record(true);
-                        }
+                        self.queued.store(s.queue.len(), Ordering::Release);
+                        spinner.record(start.elapsed());
                         return Some(job);
                     }
-                    if s.closed {
-                        return None;
-                    }
+                    continue;
                 }
-                spun = true;
-                std::hint::spin_loop();
             }
-            spinner.record(false);
-        }
-        let mut s = self.lock();
-        loop {
-            if s.retired {
-                return None;
-            }
-            if let Some(job) = s.queue.pop_front() {
-                return Some(job);
-            }
-            if s.closed {
-                return None;
-            }
-            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+            std::hint::spin_loop();
         }
     }
 }
@@ -164,6 +160,7 @@ impl<T: Task> ThreadEngine<T> {
                 retired: false,
             }),
             cv: Condvar::new(),
+            queued: AtomicUsize::new(0),
         });
         let (ctx, events, signal, mine) = (
             Arc::clone(&self.ctx),
@@ -220,6 +217,7 @@ impl<T: Task> ThreadEngine<T> {
                 }
             }
         }
+        w.inbox.queued.store(s.queue.len(), Ordering::Release);
         drop(s);
         w.inbox.cv.notify_one();
     }
@@ -249,6 +247,7 @@ impl<T: Task> ThreadEngine<T> {
         let mut s = w.inbox.lock();
         s.retired = true;
         let back = s.queue.drain(..).collect();
+        w.inbox.queued.store(0, Ordering::Release);
         drop(s);
         w.inbox.cv.notify_all();
         Self::push(

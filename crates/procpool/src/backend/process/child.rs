@@ -297,28 +297,24 @@ struct WorkerSocket {
 
 impl Read for WorkerSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut spin_until = None;
+        let mut waiting_since = None;
         loop {
             match (&self.sock).read(buf) {
                 Ok(n) => {
-                    if spin_until.is_some() {
-                        self.spinner.record(true);
+                    if let Some(since) = waiting_since {
+                        self.spinner.record(Instant::elapsed(&since));
                     }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            let until = *spin_until.get_or_insert_with(|| Instant::now() + self.spinner.budget());
-            if Instant::now() < until {
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < self.spinner.budget() {
                 std::hint::spin_loop();
                 continue;
             }
-            if !self.spinner.budget().is_zero() {
-                self.spinner.record(false);
-            }
             unix::wait_fd(self.sock.as_fd(), false, None)?;
-            spin_until = Some(Instant::now());
         }
     }
 }
