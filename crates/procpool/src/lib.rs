@@ -47,6 +47,7 @@ mod pool;
 mod process;
 mod reorder;
 mod supervisor;
+mod table;
 mod task;
 pub mod wire;
 

@@ -433,9 +433,10 @@ impl<T: Task> Pool<T> {
         stats
     }
 
-    /// What automatic chunking chose, once it has.
+    /// What automatic chunking would choose now (it follows the running average job cost
+    /// and the current input's length), once the per-frame overhead has been measured.
     pub fn chunk_choice(&self) -> Option<ChunkChoice> {
-        self.shared.lock().sup.stats().chunk
+        self.shared.lock().sup.chunk_choice()
     }
 
     /// Worker lives, and job lives if recording was switched on.

@@ -18,25 +18,28 @@
 //!   the last jobs spread over all workers. Ordered requests also keep at most a window of
 //!   positions in flight or buffered, which bounds the reorder buffer whatever the stragglers.
 //! - Auto chunksize: the first jobs go out one at a time to idle workers, so each round trip
-//!   is measured alone; then the chunk is sized so the measured round-trip overhead is at most
-//!   5% of a chunk's compute, and at most a quarter of each worker's share of a known input.
+//!   is measured alone, which gives the per-frame overhead. From then on the chunk is sized
+//!   so that overhead is at most 5% of a chunk's compute at the *running average* job cost
+//!   (so a pool that moves from 1 µs jobs to 10 ms jobs re-sizes its chunks), and at most a
+//!   quarter of each worker's share of the current input when its length is known.
 
-use crate::backend::{Backend, Engine, Event, Payload, WorkerKey};
+use crate::backend::{Backend, Engine, Event, PHASE_TARGET, Payload, WorkerKey};
 use crate::error::{Error, JobError};
 use crate::reorder::Reorder;
+use crate::table::IdTable;
 use crate::task::Task;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Ordered requests never keep fewer positions in flight than this (unless configured).
 pub(crate) const MIN_WINDOW: usize = 64;
 /// Most jobs one worker holds at once.
-pub(crate) const MAX_IN_FLIGHT: usize = 4096;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 /// Largest automatic chunk.
 pub(crate) const MAX_CHUNK: usize = 4096;
 /// Work to keep queued at each worker.
-const QUEUE_TARGET: Duration = Duration::from_millis(2);
+const QUEUE_TARGET: Duration = Duration::from_micros(500);
 /// Coordinator-side cost assumed per job on top of its compute, for the queue target.
 const PER_JOB_OVERHEAD_NS: u64 = 1_000;
 /// The leader wakes at least this often to check on workers.
@@ -220,9 +223,29 @@ struct Slot {
 enum Chunker {
     Fixed(usize),
     Auto {
+        /// (compute, round trip minus compute) of probe jobs, in ns.
         samples: Vec<(u64, u64)>,
-        choice: Option<ChunkChoice>,
+        /// Median per-frame overhead, once measured.
+        overhead: Option<u64>,
     },
+}
+
+/// What `send_to` sends.
+#[derive(Clone, Copy)]
+enum Take {
+    /// The next n pending jobs.
+    Pending(usize),
+    /// This one job (a suspect).
+    One(u64),
+}
+
+/// An automatic chunk size and what it came from.
+struct AutoChunk {
+    size: usize,
+    job_ns: u64,
+    overhead_ns: u64,
+    by_cost: usize,
+    share: Option<(usize, usize)>,
 }
 
 /// Pool settings the policy needs.
@@ -251,11 +274,13 @@ pub(crate) struct Supervisor<T: Task> {
     settings: Settings,
     phase: Phase,
     slots: Vec<Slot>,
-    jobs: HashMap<u64, Job<T>>,
+    jobs: IdTable<Job<T>>,
     pending: VecDeque<u64>,
     /// Jobs to run alone (see the module notes); they go before `pending`.
     suspects: VecDeque<u64>,
-    requests: HashMap<u64, Request<T::Output>>,
+    /// Reused for each chunk sent.
+    scratch: Vec<(u64, Payload<T>)>,
+    requests: IdTable<Request<T::Output>>,
     next_job: u64,
     next_req: u64,
     next_key: WorkerKey,
@@ -278,17 +303,18 @@ impl<T: Task> Supervisor<T> {
             Chunk::Auto if settings.backend == Backend::Serial => Chunker::Fixed(1),
             Chunk::Auto => Chunker::Auto {
                 samples: Vec::new(),
-                choice: None,
+                overhead: None,
             },
         };
         Supervisor {
             settings,
             phase: Phase::Starting,
             slots: Vec::new(),
-            jobs: HashMap::new(),
+            jobs: IdTable::default(),
             pending: VecDeque::new(),
             suspects: VecDeque::new(),
-            requests: HashMap::new(),
+            scratch: Vec::new(),
+            requests: IdTable::default(),
             next_job: 0,
             next_req: 0,
             next_key: 0,
@@ -413,7 +439,7 @@ impl<T: Task> Supervisor<T> {
             self.jobs
                 .iter()
                 .filter(|(_, j)| j.state == JobState::Orphaned)
-                .map(|(id, _)| *id),
+                .map(|(id, _)| id),
         );
         for id in ids {
             self.fail_job(id, None, JobError::Terminated);
@@ -623,7 +649,7 @@ impl<T: Task> Supervisor<T> {
         let chunk = self.chunk_size();
         match (&self.settings.backend, &self.chunker) {
             (Backend::Serial, _) => 1,
-            (_, Chunker::Auto { choice: None, .. }) => 1,
+            (_, Chunker::Auto { overhead: None, .. }) => 1,
             _ => {
                 let by_time = self.ewma_ns.map_or(0, |ns| {
                     (QUEUE_TARGET.as_nanos() as u64 / (ns + PER_JOB_OVERHEAD_NS)) as usize
@@ -636,7 +662,7 @@ impl<T: Task> Supervisor<T> {
     fn chunk_size(&self) -> usize {
         match &self.chunker {
             Chunker::Fixed(n) => *n,
-            Chunker::Auto { choice, .. } => choice.as_ref().map_or(1, |c| c.chunksize),
+            Chunker::Auto { .. } => self.auto_chunk().map_or(1, |a| a.size),
         }
     }
 
@@ -773,12 +799,10 @@ impl<T: Task> Supervisor<T> {
     }
 
     fn observe_round_trip(&mut self, alone: bool, rtt: Duration, compute: Duration) {
-        let workers = self.settings.workers;
-        let hint = self.size_hint;
-        let Chunker::Auto { samples, choice } = &mut self.chunker else {
+        let Chunker::Auto { samples, overhead } = &mut self.chunker else {
             return;
         };
-        if choice.is_some() || !alone {
+        if overhead.is_some() || !alone {
             return;
         }
         let compute_ns = compute.as_nanos() as u64;
@@ -789,38 +813,67 @@ impl<T: Task> Supervisor<T> {
         if samples.len() < PROBE_JOBS {
             return;
         }
-        let job = median(samples.iter().map(|s| s.0)).max(100);
-        let overhead = median(samples.iter().map(|s| s.1)).max(2_000);
-        let by_cost = (20 * overhead).div_ceil(job) as usize;
-        let mut chunk = by_cost.clamp(1, MAX_CHUNK);
-        let mut reason = format!(
-            "measured {} jobs: median compute {:?}, median round-trip overhead {:?}; \
-             {by_cost} jobs per chunk keep overhead under 5% of compute",
-            samples.len(),
-            Duration::from_nanos(job),
-            Duration::from_nanos(overhead)
-        );
-        if by_cost > MAX_CHUNK {
-            reason.push_str(&format!(", capped at {MAX_CHUNK}"));
+        *overhead = Some(median(samples.iter().map(|s| s.1)).max(2_000));
+        if let Some(c) = self.chunk_choice() {
+            info!(chunksize = c.chunksize, "auto chunksize: {}", c.reason);
         }
-        if let Some(len) = hint {
-            let share = len.div_ceil(4 * workers).max(1);
-            if share < chunk {
-                chunk = share;
-                reason.push_str(&format!(
-                    ", limited to {share} so {len} jobs still spread over {workers} workers"
-                ));
+    }
+
+    /// The automatic chunk size now: from the measured overhead, the running average job
+    /// cost, and the current input's length.
+    fn auto_chunk(&self) -> Option<AutoChunk> {
+        let Chunker::Auto {
+            overhead: Some(overhead_ns),
+            ..
+        } = &self.chunker
+        else {
+            return None;
+        };
+        let job_ns = self.ewma_ns.unwrap_or(0).max(100);
+        let by_cost = (20 * overhead_ns).div_ceil(job_ns) as usize;
+        let mut size = by_cost.clamp(1, MAX_CHUNK);
+        let mut share = None;
+        if let Some(len) = self.size_hint {
+            let s = len.div_ceil(4 * self.settings.workers).max(1);
+            if s < size {
+                size = s;
+                share = Some((s, len));
             }
         }
-        info!(chunksize = chunk, "auto chunksize: {reason}");
-        let c = ChunkChoice {
-            chunksize: chunk,
-            job: Duration::from_nanos(job),
-            overhead: Duration::from_nanos(overhead),
+        Some(AutoChunk {
+            size,
+            job_ns,
+            overhead_ns: *overhead_ns,
+            by_cost,
+            share,
+        })
+    }
+
+    /// The automatic chunk size now, with its reasoning (None before it is measured).
+    pub(crate) fn chunk_choice(&self) -> Option<ChunkChoice> {
+        let a = self.auto_chunk()?;
+        let workers = self.settings.workers;
+        let mut reason = format!(
+            "round-trip overhead {:?} (median of {PROBE_JOBS} probe jobs), average job {:?}: \
+             {} jobs per chunk keep overhead under 5% of compute",
+            Duration::from_nanos(a.overhead_ns),
+            Duration::from_nanos(a.job_ns),
+            a.by_cost
+        );
+        if a.by_cost > MAX_CHUNK {
+            reason.push_str(&format!(", capped at {MAX_CHUNK}"));
+        }
+        if let Some((s, len)) = a.share {
+            reason.push_str(&format!(
+                ", limited to {s} so {len} jobs still spread over {workers} workers"
+            ));
+        }
+        Some(ChunkChoice {
+            chunksize: a.size,
+            job: Duration::from_nanos(a.job_ns),
+            overhead: Duration::from_nanos(a.overhead_ns),
             reason,
-        };
-        self.stats.chunk = Some(c.clone());
-        *choice = Some(c);
+        })
     }
 
     fn on_exit(&mut self, key: WorkerKey, status: String, stderr_tail: String) {
@@ -962,6 +1015,7 @@ impl<T: Task> Supervisor<T> {
         worker: Option<WorkerRef>,
         result: Result<T::Output, JobError>,
     ) {
+        let _phase = tracing::trace_span!(target: PHASE_TARGET, "deliver", pos).entered();
         self.stats.jobs_done += 1;
         if result.is_err() {
             self.stats.jobs_failed += 1;
@@ -1066,7 +1120,7 @@ impl<T: Task> Supervisor<T> {
         }
         if self.slots.is_empty() && self.phase != Phase::Starting && self.phase != Phase::Terminated
         {
-            let stuck: Vec<u64> = self.jobs.keys().copied().collect();
+            let stuck: Vec<u64> = self.jobs.keys().collect();
             if !stuck.is_empty() || !self.respawn {
                 let reason = self
                     .startup_errors
@@ -1121,8 +1175,7 @@ impl<T: Task> Supervisor<T> {
                     continue;
                 }
                 let n = chunk.min(room).min(self.pending.len());
-                let ids: Vec<u64> = self.pending.drain(..n).collect();
-                self.send_to(si, ids, engine);
+                self.send_to(si, Take::Pending(n), engine);
                 progress = true;
             }
         }
@@ -1144,21 +1197,29 @@ impl<T: Task> Supervisor<T> {
                 return;
             };
             self.slots[si].isolating = true;
-            self.send_to(si, vec![id], engine);
+            self.send_to(si, Take::One(id), engine);
         }
     }
 
-    /// Sends jobs `ids` to the worker in slot `si`, as one chunk.
-    fn send_to(&mut self, si: usize, ids: Vec<u64>, engine: &mut Engine<T>) {
-        let slot = &self.slots[si];
+    /// Sends a chunk to the worker in slot `si`: the next `n` pending jobs, or one suspect.
+    fn send_to(&mut self, si: usize, take: Take, engine: &mut Engine<T>) {
         let now = Instant::now();
-        let alone = slot.in_flight.is_empty() && ids.len() == 1;
-        let (key, index, pid) = (slot.key, slot.index, slot.pid);
-        let mut batch: Vec<(u64, Payload<T>)> = Vec::with_capacity(ids.len());
-        for &id in &ids {
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.clear();
+        let count = match take {
+            Take::Pending(n) => n,
+            Take::One(_) => 1,
+        };
+        for _ in 0..count {
+            let id = match take {
+                Take::One(id) => id,
+                Take::Pending(_) => match self.pending.pop_front() {
+                    Some(id) => id,
+                    None => break,
+                },
+            };
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.sent = Some(now);
-                job.alone = alone;
                 job.state = JobState::Running;
                 batch.push((
                     id,
@@ -1166,31 +1227,36 @@ impl<T: Task> Supervisor<T> {
                 ));
             }
         }
+        let slot = &self.slots[si];
+        let alone = slot.in_flight.is_empty() && batch.len() == 1;
+        let (key, index, pid) = (slot.key, slot.index, slot.pid);
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let positions: Vec<u64> = ids
+            let positions: Vec<u64> = batch
                 .iter()
-                .filter_map(|id| self.jobs.get(id).map(|j| j.pos))
+                .filter_map(|(id, _)| self.jobs.get(id).map(|j| j.pos))
                 .collect();
             debug!(worker = index, pid, ?positions, "jobs dispatched");
         }
-        let mut refs: Vec<(u64, &mut Payload<T>)> =
-            batch.iter_mut().map(|(id, p)| (*id, p)).collect();
-        engine.send(key, &mut refs);
-        for (id, payload) in batch {
-            if let Some(job) = self.jobs.get_mut(&id) {
-                job.payload = payload;
-            }
-        }
+        engine.send(key, &mut batch);
         let slot = &mut self.slots[si];
         if slot.in_flight.is_empty() {
             slot.head_since = now;
         }
-        slot.in_flight.extend(ids);
+        for (id, payload) in batch.drain(..) {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.payload = payload;
+                job.alone = alone;
+            }
+            slot.in_flight.push_back(id);
+        }
+        self.scratch = batch;
     }
 
     /// Counters so far (wire bytes filled in by the caller).
     pub(crate) fn stats(&self) -> PoolStats {
-        self.stats.clone()
+        let mut stats = self.stats.clone();
+        stats.chunk = self.chunk_choice();
+        stats
     }
 
     /// What was recorded so far.

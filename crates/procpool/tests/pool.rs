@@ -754,7 +754,7 @@ fn a_slow_consumer_keeps_memory_bounded_by_the_window() -> Result<(), Failed> {
                     pulled.get()
                 )
             })?;
-            if taken % 50 == 0 {
+            if taken.is_multiple_of(50) {
                 std::thread::sleep(Duration::from_millis(20));
                 let done = pool.stats().jobs_done;
                 check(done <= taken + window as u64, || {

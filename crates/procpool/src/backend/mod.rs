@@ -59,6 +59,12 @@ impl FromStr for Backend {
     }
 }
 
+/// Target of the job-phase timings (`coordinator demo cost`): trace-level spans in the
+/// coordinator (`encode`, `write`, `decode`, `deliver`) and, in a worker, one trace event
+/// per job with the wall-clock end of each phase (see `wire::worker`). Costs one interest
+/// check per mark unless a subscriber enables this target at trace level.
+pub(crate) const PHASE_TARGET: &str = "procpool::phase";
+
 /// A worker's id within its pool: unique per worker ever started, never reused.
 pub(crate) type WorkerKey = u32;
 
@@ -93,11 +99,12 @@ pub(crate) enum Payload<T> {
     Value(Option<T>),
 }
 
-/// Bounded, adaptive spinning before blocking: spin while the waits this side has seen
-/// lately (however they ended, spinning or sleeping) were short enough for a spin to catch
-/// them. Measuring the wait itself, not whether the last spin hit, keeps two spinning
-/// sides from talking each other out of it: a side whose peer sleeps still sees short
-/// waits (the peer's wake-up, tens of µs) and keeps spinning, which brings the peer back.
+/// Bounded, adaptive spinning before blocking. The rule follows how long waits actually
+/// last, spun or slept: spin while they are within a few spin budgets. The margin matters:
+/// when the peer sleeps, a wait includes its wake-up (50-70 µs on a VM, above a 50 µs
+/// budget); counting such waits as "short" keeps this side spinning, the peer's replies
+/// then come fast, and both sides settle back into spinning instead of both sleeping for
+/// good. Waits of genuinely long jobs (a millisecond and up) still switch spinning off.
 #[derive(Debug, Clone)]
 pub(crate) struct Spinner {
     budget: Duration,
@@ -115,7 +122,7 @@ impl Spinner {
     /// How long to spin before the next blocking wait.
     pub(crate) fn budget(&self) -> Duration {
         match self.typical {
-            Some(t) if t > self.budget => Duration::ZERO,
+            Some(t) if t > self.budget * 4 => Duration::ZERO,
             _ => self.budget,
         }
     }
@@ -126,7 +133,7 @@ impl Spinner {
             return;
         }
         // Clamped, so one long idle stretch is forgotten after a few quick waits.
-        let waited = waited.min(self.budget * 4);
+        let waited = waited.min(self.budget * 8);
         self.typical = Some(match self.typical {
             None => waited,
             Some(t) => (t * 3 + waited) / 4,
@@ -196,6 +203,7 @@ impl<T: Task> Engine<T> {
 
     /// Makes a job's input ready to send (encodes it for the process backend).
     pub(crate) fn payload(&self, job: T) -> Result<Payload<T>, JobError> {
+        let _phase = tracing::trace_span!(target: PHASE_TARGET, "encode").entered();
         match self {
             Engine::Process(e) => {
                 let bytes = crate::wire::codec::encode(&job).map_err(|e| JobError::Codec {
@@ -218,7 +226,7 @@ impl<T: Task> Engine<T> {
     }
 
     /// Queues a chunk of jobs for one worker (written out by [`Engine::flush`]).
-    pub(crate) fn send(&mut self, worker: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+    pub(crate) fn send(&mut self, worker: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         match self {
             Engine::Process(e) => e.send(worker, jobs),
             Engine::Thread(e) => e.send(worker, jobs),

@@ -26,9 +26,9 @@ impl<T: Task> SerialEngine<T> {
         Ok(pid)
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         for (id, p) in jobs.iter_mut() {
-            if let Payload::Value(v) = &mut **p {
+            if let Payload::Value(v) = p {
                 if let Some(job) = v.take() {
                     let (outcome, compute_ns) = run_caught(job, &self.ctx);
                     self.events.push(Event::Done {

@@ -205,13 +205,13 @@ impl<T: Task> ThreadEngine<T> {
         Ok(std::process::id())
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         let Some(w) = self.workers.iter().find(|w| w.key == key) else {
             return;
         };
         let mut s = w.inbox.lock();
         for (id, p) in jobs.iter_mut() {
-            if let Payload::Value(v) = &mut **p {
+            if let Payload::Value(v) = p {
                 if let Some(job) = v.take() {
                     s.queue.push_back((*id, job));
                 }

@@ -11,12 +11,13 @@
 use super::codec;
 use super::frame::{self, FrameError, FrameReader};
 use super::msg::{Down, JobMsg, Outcome, PROTOCOL_VERSION, Up};
+use crate::backend::PHASE_TARGET;
 use crate::error::JobError;
 use crate::task::{Registry, Target, Task};
 use serde::Serialize;
 use std::io::{self, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A result waits at most about this long in a worker's output buffer.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
@@ -58,6 +59,33 @@ pub(crate) struct Tx<'a> {
     frame: Vec<u8>,
     output: &'a mut dyn Output,
     max_frame: u32,
+    /// Jobs timed since the last flush (only while job phases are traced).
+    timed: Vec<Marks>,
+}
+
+/// When one job's phases ended, in wall-clock nanoseconds since the Unix epoch, which other
+/// processes on this machine can compare with their own.
+struct Marks {
+    job: u64,
+    /// Its frame was read (or the previous job of its chunk was done).
+    begun: u64,
+    decoded: u64,
+    computed: u64,
+    /// Its result was encoded and queued for writing.
+    encoded: u64,
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (0 if the clock is before it).
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time, when job phases are being traced (`procpool::phase=trace`); else `None`, so
+/// timing costs one check when it is off.
+fn phase_clock() -> Option<u64> {
+    tracing::enabled!(target: PHASE_TARGET, tracing::Level::TRACE).then(wall_ns)
 }
 
 /// Both halves of a worker's connection to its coordinator.
@@ -186,6 +214,7 @@ impl<'a> Conn<'a> {
                 frame: Vec::with_capacity(4096),
                 output,
                 max_frame: frame::DEFAULT_MAX_FRAME,
+                timed: Vec::new(),
             },
         }
     }
@@ -219,7 +248,28 @@ impl Tx<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.output.flush()
+        if self.timed.is_empty() {
+            return self.output.flush();
+        }
+        let write_start = wall_ns();
+        let result = self.output.flush();
+        let written = wall_ns();
+        // One line per job, logged after its result went out, so tracing never holds a
+        // result back. Every job timed since the last flush had its result in this write.
+        for m in self.timed.drain(..) {
+            tracing::trace!(
+                target: PHASE_TARGET,
+                job = m.job,
+                begun_ns = m.begun,
+                decoded_ns = m.decoded,
+                computed_ns = m.computed,
+                encoded_ns = m.encoded,
+                write_start_ns = write_start,
+                written_ns = written,
+                "job phases"
+            );
+        }
+        result
     }
 }
 
@@ -380,6 +430,8 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
         let Some(frame) = rx.recv(tx)? else {
             return Ok(());
         };
+        // Phase timing (off unless traced): a chunk's first job starts when it arrived.
+        let mut arrived = phase_clock();
         let jobs = match codec::decode_borrowed::<Down<'_>>(frame) {
             Ok(Down::Jobs(jobs)) => jobs,
             Ok(other) => {
@@ -396,9 +448,13 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
                 f.before_job(id);
             }
             scratch.clear();
+            let begun = arrived.take().or_else(phase_clock);
+            let (mut decoded, mut computed) = (None, None);
             let (outcome, compute_ns) = match codec::decode::<T>(payload) {
                 Ok(task) => {
+                    decoded = begun.map(|_| wall_ns());
                     let (result, ns) = run_caught(task, &ctx);
+                    computed = begun.map(|_| wall_ns());
                     let outcome = match result {
                         Ok(output) => match codec::encode_into(&output, &mut scratch) {
                             Ok(()) => Outcome::Ok(&scratch),
@@ -435,6 +491,15 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
                     })?
                 }
                 other => other?,
+            }
+            if let (Some(begun), Some(decoded), Some(computed)) = (begun, decoded, computed) {
+                tx.timed.push(Marks {
+                    job: id,
+                    begun,
+                    decoded,
+                    computed,
+                    encoded: wall_ns(),
+                });
             }
             sent += 1;
             if let Some(f) = fault {

@@ -7,7 +7,7 @@
 pub(crate) mod child;
 pub(crate) mod unix;
 
-use super::{EngineConfig, Event, Payload, Waiter, WorkerKey};
+use super::{EngineConfig, Event, PHASE_TARGET, Payload, Waiter, WorkerKey};
 use crate::error::{Error, JobError};
 use crate::task::Task;
 use crate::wire::codec;
@@ -142,7 +142,7 @@ impl<T: Task> ProcessEngine<T> {
         Ok(pid)
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, &mut Payload<T>)]) {
+    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         let max = self.cfg.max_frame;
         let Some(w) = self.workers.iter_mut().find(|w| w.key == key) else {
             return;
@@ -151,7 +151,7 @@ impl<T: Task> ProcessEngine<T> {
             .iter()
             .map(|(id, p)| JobMsg {
                 id: *id,
-                payload: match &**p {
+                payload: match p {
                     Payload::Bytes(b) => b,
                     Payload::Value(_) => &[],
                 },
@@ -160,7 +160,7 @@ impl<T: Task> ProcessEngine<T> {
         if frame::write_frame(&mut w.out, &Down::Jobs(msgs), max).is_err() {
             // Too big as one chunk: one frame per job (each fits; `payload` checked it).
             for (id, p) in jobs.iter() {
-                if let Payload::Bytes(b) = &**p {
+                if let Payload::Bytes(b) = p {
                     let msg = Down::Jobs(vec![JobMsg {
                         id: *id,
                         payload: b,
@@ -254,6 +254,8 @@ impl<T: Task> ProcessEngine<T> {
 
 /// Writes what the socket takes without blocking; shuts our side when closing and done.
 fn flush_worker(w: &mut ProcWorker) -> u64 {
+    let _phase = (w.out_pos < w.out.len())
+        .then(|| tracing::trace_span!(target: PHASE_TARGET, "write").entered());
     let mut written = 0u64;
     while w.out_pos < w.out.len() {
         match (&w.sock).write(&w.out[w.out_pos..]) {
@@ -336,6 +338,7 @@ fn decode_frames<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>
                 return;
             }
         };
+        let _phase = tracing::trace_span!(target: PHASE_TARGET, "decode").entered();
         let msg = match codec::decode_borrowed::<Up<'_>>(frame) {
             Ok(msg) => msg,
             Err(e) => {
