@@ -127,9 +127,9 @@ fn random_sigkills_of_workers_lose_no_result() {
         "--format",
         "json",
         "--samples",
-        "1e6",
+        "2e5",
         "--widths",
-        "0.02:3:4000",
+        "0.02:3:20000",
         "-w",
         "2",
         "--chunksize",
@@ -156,7 +156,7 @@ fn random_sigkills_of_workers_lose_no_result() {
             .into_iter()
             .filter(|k| {
                 now.duration_since(*first_seen.entry(*k).or_insert(now))
-                    > Duration::from_millis(200)
+                    > Duration::from_millis(300)
             })
             .collect();
         if !busy.is_empty() && killed.len() < 4 {

@@ -1,6 +1,8 @@
 //! Black-box tests of the `coordinator` binary: what a user types, what they see.
 
+mod bench;
 mod common;
+mod demos;
 mod errors;
 mod faults;
 mod sweep;

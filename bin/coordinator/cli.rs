@@ -37,6 +37,71 @@ pub struct Cli {
 pub enum Command {
     /// Print what machine and build this is (the seed's print_sysinfo, for Rust).
     Sysinfo(SysinfoArgs),
+    /// Measure processes against threads against serial: scaling, overhead, granularity.
+    Bench(BenchArgs),
+    /// Teaching demos of process isolation (queue, pool, isolation, crash, generators,
+    /// cost, parzen).
+    Demo(crate::demo::DemoArgs),
+}
+
+/// A benchmark suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// The seed's benchmark: the Parzen sweep on serial, threads and processes at each
+    /// worker count, with speedup and efficiency.
+    Scaling,
+    /// What orchestration costs without work: spawn-to-ready, one apply round trip,
+    /// empty-job throughput, bytes on the wire per job.
+    Overhead,
+    /// Busy-spin jobs from 1 µs to 10 ms: where a process pool starts to pay off.
+    Granularity,
+}
+
+/// `coordinator bench` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    pub suite: Suite,
+    /// Worker counts, comma-separated [default: 1..=cores and 1.5 x cores for scaling;
+    /// cores for granularity; 2 and 4 for overhead].
+    #[arg(short, long, value_name = "LIST")]
+    pub workers: Option<String>,
+    /// Backends to measure, comma-separated [default: process,thread,serial].
+    #[arg(short, long, value_name = "LIST")]
+    pub backends: Option<String>,
+    /// Timed runs per configuration, after one warm-up run; the median is reported.
+    #[arg(short, long, default_value = "3")]
+    pub repeat: usize,
+    /// scaling: samples to draw (accepts 1e6) [default: 10000].
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
+    pub samples: Option<u64>,
+    /// scaling: use these samples instead (CSV or .npy), e.g. the file a Python run used.
+    #[arg(long, value_name = "FILE", conflicts_with = "samples")]
+    pub data: Option<PathBuf>,
+    /// scaling: window widths [default: 1.0:1.2:100, the seed's benchmark].
+    #[arg(long, value_name = "SPEC")]
+    pub widths: Option<String>,
+    /// overhead: empty jobs per throughput run [default: 100000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub jobs: Option<u64>,
+    /// granularity: job sizes in microseconds, comma-separated [default: 1,10,100,1000,10000].
+    #[arg(long, value_name = "LIST")]
+    pub sizes: Option<String>,
+    /// Jobs per message: a number, or auto.
+    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
+    pub chunksize: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also draw the results as an SVG chart (scaling: bars per configuration;
+    /// granularity: speedup against job size; overhead: throughput per backend).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Also draw the last process-backend run as an SVG timeline: one lane per worker,
+    /// each job a bar from dispatch to result, spawn and handshake marked.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `-v` / `-q`.
@@ -131,6 +196,10 @@ pub struct RunArgs {
     /// Times a job that kills its worker is started again before it counts as failed.
     #[arg(long, value_name = "N", default_value = "2")]
     pub retries: u32,
+    /// Also draw this run as an SVG timeline: one lane per worker, each job a bar from
+    /// dispatch to result, spawn and handshake marked.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
 }
 
 /// `coordinator sysinfo` options.

@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub widths: Vec<f64>,
     /// The true density at the point, when the samples came from a known Gaussian.
     pub true_density: Option<f64>,
+    /// Where to draw the run's timeline, if anywhere.
+    pub timeline: Option<PathBuf>,
 }
 
 /// Parses a comma-separated list of finite numbers given to `flag`.
@@ -183,6 +185,14 @@ impl RunConfig {
                 )));
             }
         }
+        if let Some(path) = &args.timeline {
+            if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+                return Err(AppError::usage(format!(
+                    "--timeline {} must end in .svg",
+                    path.display()
+                )));
+            }
+        }
         let true_density = match &source {
             Source::Gaussian { gaussian, .. } => Some(
                 gaussian
@@ -203,6 +213,7 @@ impl RunConfig {
             point,
             widths,
             true_density,
+            timeline: args.timeline.clone(),
         })
     }
 }

@@ -7,14 +7,17 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod bench;
 mod cli;
 mod config;
+mod demo;
 mod error;
 mod output;
 mod run;
 mod signals;
 mod sysinfo;
 mod tasks;
+mod timeline;
 
 use clap::Parser;
 use cli::{Cli, Command, LogArgs};
@@ -23,8 +26,15 @@ use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // First thing: in a worker process this serves jobs and exits; code above it would
-    // run in every worker too.
+    // Workers log only when asked (COORDINATOR_WORKER_LOG=<filter>), to their stderr,
+    // which the pool forwards; this is the only code that runs before serving.
+    if procpool::is_worker() {
+        if let Ok(filter) = std::env::var("COORDINATOR_WORKER_LOG") {
+            init_worker_tracing(&filter);
+        }
+    }
+    // First thing: in a worker process this serves jobs and exits; code above it runs in
+    // every worker too.
     procpool::serve_if_worker(tasks::registry());
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -67,6 +77,12 @@ fn dispatch(cli: Cli) -> Result<(), Outcome> {
     let mut out = io::stdout().lock();
     match cli.command {
         Some(Command::Sysinfo(args)) => sysinfo::SysInfo::collect().write(&mut out, args.format)?,
+        Some(Command::Bench(args)) => {
+            let interrupts = signals::Interrupts::install()
+                .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
+            bench::run(&args, &interrupts, &mut out)?;
+        }
+        Some(Command::Demo(args)) => demo::run(&args, &mut out)?,
         None => {
             // Caught from the start, so a signal while samples are drawn exits at once.
             let interrupts = signals::Interrupts::install()
@@ -129,6 +145,15 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn init_worker_tracing(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
 }
 
 fn init_tracing(log: LogArgs) {

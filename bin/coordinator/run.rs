@@ -107,6 +107,7 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
         .backend(cfg.backend)
         .chunksize(cfg.chunk)
         .retries(cfg.retries)
+        .record_timeline(cfg.timeline.is_some())
         .context(prepared);
     if let Some(t) = cfg.job_timeout {
         builder = builder.job_timeout(t);
@@ -167,8 +168,26 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
     let elapsed_s = started.elapsed().as_secs_f64();
     let chunksize_chosen = pool.chunk_choice().map(|c| c.chunksize);
     let workers = pool.workers();
+    let timeline = cfg.timeline.as_ref().map(|_| {
+        // Reap first, so the timeline shows the workers' exits too.
+        pool.join();
+        pool.timeline()
+    });
     interrupts.disarm();
     drop(pool);
+    if let (Some(path), Some(t)) = (&cfg.timeline, &timeline) {
+        crate::timeline::draw(
+            t,
+            &format!(
+                "Parzen sweep: {} widths, n = {}, {} backend, {} workers",
+                cfg.widths.len(),
+                cfg.samples.len(),
+                cfg.backend,
+                workers
+            ),
+            path,
+        )?;
+    }
     let interrupted = interrupts.caught().map(|s| signals::name(s).to_owned());
     let best = cfg.true_density.and_then(|truth| closest(&results, truth));
     let failed = results.iter().filter(|r| r.error.is_some()).count();

@@ -75,7 +75,7 @@ impl SysInfo {
     }
 
     /// Writes it as the seed did, one `name : value` per line, or as JSON.
-    pub fn write(&self, out: &mut impl Write, format: Format) -> io::Result<()> {
+    pub fn write(&self, out: &mut (impl Write + ?Sized), format: Format) -> io::Result<()> {
         if format == Format::Json {
             serde_json::to_writer_pretty(&mut *out, self).map_err(json_io)?;
             return writeln!(out);

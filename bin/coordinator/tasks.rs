@@ -35,7 +35,46 @@ impl Task for ParzenJob {
     }
 }
 
+/// A job that does nothing: what is measured is the pool (bench overhead).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Nop;
+
+impl Task for Nop {
+    const NAME: &'static str = "nop";
+    type Context = ();
+    type Output = ();
+    fn run(self, _: &()) {}
+}
+
+/// A job that keeps a core busy for a set time, then returns it (bench granularity).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Spin {
+    /// How long to spin, in nanoseconds.
+    pub nanos: u64,
+}
+
+impl Task for Spin {
+    const NAME: &'static str = "spin";
+    type Context = ();
+    type Output = u64;
+    fn run(self, _: &()) -> u64 {
+        let start = std::time::Instant::now();
+        let until = std::time::Duration::from_nanos(self.nanos);
+        let mut spins = 0u64;
+        while start.elapsed() < until {
+            spins += 1;
+            std::hint::spin_loop();
+        }
+        spins
+    }
+}
+
 /// Every task and target of this binary.
 pub fn registry() -> Registry {
-    Registry::new().task::<ParzenJob>()
+    crate::demo::register(
+        Registry::new()
+            .task::<ParzenJob>()
+            .task::<Nop>()
+            .task::<Spin>(),
+    )
 }

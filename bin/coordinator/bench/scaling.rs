@@ -1,0 +1,297 @@
+//! The seed's benchmark: the Parzen sweep (n = 10000, 100 widths from 1.0 to 1.2) on
+//! serial, and on threads and processes at each worker count. A timed run is what the
+//! article's `multiprocess()` timed: start the pool (the context — each sample's distance
+//! to the point — goes once to each worker), run every width, shut the pool down.
+
+use super::{Common, Spread, SuiteReport};
+use crate::cli::BenchArgs;
+use crate::config::DEFAULT_SEED;
+use crate::error::AppError;
+use crate::tasks::ParzenJob;
+use parzen::{Gaussian, Prepared};
+use procpool::{Backend, Pool, Timeline};
+use serde::Serialize;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// One configuration's timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Backend name.
+    pub backend: String,
+    /// Workers (1 for serial).
+    pub workers: usize,
+    /// Whole runs: start, sweep, shut down.
+    #[serde(flatten)]
+    pub wall: Spread,
+    /// Median time until every worker was ready.
+    pub ready_s: f64,
+    /// Serial median / this median.
+    pub speedup: f64,
+    /// Speedup / workers.
+    pub efficiency: f64,
+}
+
+/// The suite's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// "scaling".
+    pub suite: &'static str,
+    /// Samples.
+    pub samples: usize,
+    /// Dimensions.
+    pub dims: usize,
+    /// Where the samples came from.
+    pub data: String,
+    /// Widths (jobs) per run.
+    pub widths: usize,
+    /// Timed runs per configuration.
+    pub repeat: usize,
+    /// Chunk size setting.
+    pub chunksize: String,
+    /// Whether every configuration produced the same densities, bit for bit.
+    pub identical: bool,
+    /// One row per configuration, serial first.
+    pub rows: Vec<Row>,
+}
+
+struct Once {
+    wall: Duration,
+    ready: Duration,
+    bits: Vec<u64>,
+    timeline: Option<Timeline>,
+}
+
+fn run_once(
+    backend: Backend,
+    workers: usize,
+    common: &Common,
+    prepared: &Prepared,
+    widths: &[f64],
+    record: bool,
+) -> Result<Once, AppError> {
+    let ctx = prepared.clone();
+    let start = Instant::now();
+    let pool = Pool::<ParzenJob>::builder()
+        .backend(backend)
+        .workers(workers)
+        .chunksize(common.chunk)
+        .context(ctx)
+        .record_timeline(record)
+        .build()?;
+    common.interrupts.arm(pool.terminator());
+    let ready = start.elapsed();
+    let out = pool.map(widths.iter().map(|&h| ParzenJob { h }));
+    let timeline = record.then(|| {
+        pool.join();
+        pool.timeline()
+    });
+    common.interrupts.disarm();
+    drop(pool);
+    let wall = start.elapsed();
+    common.check_interrupted()?;
+    let bits = out?.into_iter().map(|e| e.density.to_bits()).collect();
+    Ok(Once {
+        wall,
+        ready,
+        bits,
+        timeline,
+    })
+}
+
+/// Runs the suite.
+pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
+    let (samples, data) = match &args.data {
+        Some(path) => (
+            parzen::load(path).map_err(|e| AppError::usage(format!("--data: {e}")))?,
+            path.display().to_string(),
+        ),
+        None => {
+            let n = args.samples.unwrap_or(10_000);
+            if n == 0 || n > crate::config::MAX_SAMPLES {
+                return Err(AppError::usage(format!(
+                    "--samples must be between 1 and {}, got {n}",
+                    crate::config::MAX_SAMPLES
+                )));
+            }
+            let g = Gaussian::standard(2).map_err(|e| AppError::failed(e.to_string()))?;
+            let s = g
+                .sample(n as usize, DEFAULT_SEED)
+                .map_err(|e| AppError::usage(format!("--samples: {e}")))?;
+            (s, format!("N(0, I), 2 dims, seed {DEFAULT_SEED}"))
+        }
+    };
+    let widths = match &args.widths {
+        Some(spec) => {
+            parzen::parse_widths(spec).map_err(|e| AppError::usage(format!("--widths: {e}")))?
+        }
+        None => parzen::seed_benchmark_widths(),
+    };
+    let point = vec![0.0; samples.dims()];
+    let prepared = Prepared::new(&samples, &point).map_err(|e| AppError::usage(e.to_string()))?;
+    let worker_counts = common
+        .workers
+        .clone()
+        .unwrap_or_else(super::default_scaling_workers);
+    // Serial always runs: it is what speedups are measured against.
+    let mut configs: Vec<(Backend, usize)> = vec![(Backend::Serial, 1)];
+    for &b in &common.backends {
+        if b != Backend::Serial {
+            configs.extend(worker_counts.iter().map(|&w| (b, w)));
+        }
+    }
+    common
+        .progress
+        .set_length(((common.repeat + 1) * configs.len()) as u64);
+    common.progress.set_message("scaling");
+    let last_process = configs.iter().rposition(|(b, _)| *b == Backend::Process);
+    let mut rows = Vec::new();
+    let mut reference: Option<Vec<u64>> = None;
+    let mut identical = true;
+    for (i, &(backend, workers)) in configs.iter().enumerate() {
+        common.check_interrupted()?;
+        let warm = run_once(backend, workers, common, &prepared, &widths, false)?;
+        common.progress.inc(1);
+        match &reference {
+            None => reference = Some(warm.bits),
+            Some(r) => identical &= *r == warm.bits,
+        }
+        let mut walls = Vec::new();
+        let mut readies = Vec::new();
+        for k in 0..common.repeat {
+            let record =
+                Some(i) == last_process && k + 1 == common.repeat && common.timeline.is_some();
+            let once = run_once(backend, workers, common, &prepared, &widths, record)?;
+            common.progress.inc(1);
+            walls.push(once.wall);
+            readies.push(once.ready);
+            if record {
+                super::write_timeline(
+                    common,
+                    once.timeline.as_ref(),
+                    &format!(
+                        "Parzen sweep, {} widths, n = {}: process backend, {workers} workers",
+                        widths.len(),
+                        samples.len()
+                    ),
+                )?;
+            }
+        }
+        rows.push(Row {
+            backend: backend.to_string(),
+            workers,
+            wall: Spread::of(walls),
+            ready_s: Spread::of(readies).median_s,
+            speedup: 0.0,
+            efficiency: 0.0,
+        });
+    }
+    let serial = rows.first().map_or(1.0, |r| r.wall.median_s);
+    for r in &mut rows {
+        r.speedup = serial / r.wall.median_s;
+        r.efficiency = r.speedup / r.workers as f64;
+    }
+    Ok(Report {
+        suite: "scaling",
+        samples: samples.len(),
+        dims: samples.dims(),
+        data,
+        widths: widths.len(),
+        repeat: common.repeat,
+        chunksize: format!("{:?}", common.chunk).to_lowercase(),
+        identical,
+        rows,
+    })
+}
+
+impl SuiteReport for Report {
+    fn table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "scaling: Parzen sweep of {} widths over {} samples ({}); median of {} runs after a warm-up",
+            self.widths, self.samples, self.data, self.repeat
+        )?;
+        writeln!(
+            out,
+            "a run = start the pool, send the context, run every width, shut down\n"
+        )?;
+        writeln!(
+            out,
+            "{:<8} {:>7} {:>11} {:>11} {:>11} {:>10} {:>8} {:>10}",
+            "backend",
+            "workers",
+            "median ms",
+            "min ms",
+            "max ms",
+            "ready ms",
+            "speedup",
+            "efficiency"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                out,
+                "{:<8} {:>7} {:>11.2} {:>11.2} {:>11.2} {:>10.2} {:>8.2} {:>9.0}%",
+                r.backend,
+                r.workers,
+                r.wall.median_s * 1e3,
+                r.wall.min_s * 1e3,
+                r.wall.max_s * 1e3,
+                r.ready_s * 1e3,
+                r.speedup,
+                r.efficiency * 100.0
+            )?;
+        }
+        writeln!(
+            out,
+            "\nresults identical across configurations (bit for bit): {}",
+            if self.identical { "yes" } else { "NO" }
+        )
+    }
+
+    fn csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "backend,workers,median_s,min_s,max_s,ready_s,speedup,efficiency"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{}",
+                r.backend,
+                r.workers,
+                r.wall.median_s,
+                r.wall.min_s,
+                r.wall.max_s,
+                r.ready_s,
+                r.speedup,
+                r.efficiency
+            )?;
+        }
+        Ok(())
+    }
+
+    fn plot(&self, path: &std::path::Path) -> Result<(), AppError> {
+        let bars: Vec<(String, f64)> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let label = if r.backend == "serial" {
+                    "serial".to_owned()
+                } else {
+                    format!("{} {}", r.backend, r.workers)
+                };
+                (label, r.wall.median_s)
+            })
+            .collect();
+        super::plot::bars(
+            path,
+            &format!(
+                "Serial vs. threads vs. processes: Parzen sweep, n = {}",
+                self.samples
+            ),
+            &format!("median seconds for {} widths (dashed: serial)", self.widths),
+            &bars,
+            self.rows.first().map(|r| r.wall.median_s),
+        )
+    }
+}
