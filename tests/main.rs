@@ -5,4 +5,6 @@ mod common;
 mod demos;
 mod errors;
 mod faults;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod sweep;

@@ -125,6 +125,9 @@ pub enum BackendArg {
     Thread,
     /// Inline, one job after another.
     Serial,
+    /// MPI ranks 1..N as workers (run under mpirun; this build has the `mpi` feature).
+    #[cfg(feature = "mpi")]
+    Mpi,
 }
 
 /// How results are printed.

@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub backend: Backend,
     /// Number of workers.
     pub workers: usize,
+    /// Whether the user chose it (the MPI backend otherwise takes one per rank).
+    pub workers_given: bool,
     /// Jobs per message.
     pub chunk: Chunk,
     /// Output format.
@@ -109,6 +111,8 @@ impl From<BackendArg> for Backend {
             BackendArg::Process => Backend::Process,
             BackendArg::Thread => Backend::Thread,
             BackendArg::Serial => Backend::Serial,
+            #[cfg(feature = "mpi")]
+            BackendArg::Mpi => Backend::Mpi,
         }
     }
 }
@@ -204,6 +208,7 @@ impl RunConfig {
         Ok(RunConfig {
             backend,
             workers,
+            workers_given: args.workers.is_some(),
             chunk,
             format: args.format,
             retries: args.retries,

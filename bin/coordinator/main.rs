@@ -41,6 +41,23 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(&e),
     };
     init_tracing(cli.log);
+    // Under mpirun with the MPI backend, ranks 1..N serve here until rank 0 is done.
+    #[cfg(feature = "mpi")]
+    let _mpi = if wants_mpi(&cli) {
+        match procpool::mpi::init() {
+            Ok(mpi) => {
+                let mpi = mpi.serve_if_worker(&tasks::registry());
+                MPI_WORKERS.get_or_init(|| mpi.workers());
+                Some(mpi)
+            }
+            Err(e) => {
+                eprintln!("coordinator: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Outcome::Error(e)) => {
@@ -48,6 +65,48 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
         Err(Outcome::BrokenPipe) => ExitCode::SUCCESS,
+    }
+}
+
+/// Worker ranks of the MPI backend, once MPI is initialized.
+#[cfg(feature = "mpi")]
+static MPI_WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Whether `backend` is MPI (always false in a build without the `mpi` feature).
+pub fn mpi_backend(backend: procpool::Backend) -> bool {
+    #[cfg(feature = "mpi")]
+    {
+        backend == procpool::Backend::Mpi
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = backend;
+        false
+    }
+}
+
+/// Worker ranks of the MPI backend, if MPI was initialized.
+pub fn mpi_workers() -> Option<usize> {
+    #[cfg(feature = "mpi")]
+    {
+        MPI_WORKERS.get().copied()
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        None
+    }
+}
+
+/// Whether this command line runs anything on the MPI backend.
+#[cfg(feature = "mpi")]
+fn wants_mpi(cli: &Cli) -> bool {
+    match &cli.command {
+        None => cli.run.backend == cli::BackendArg::Mpi,
+        Some(Command::Bench(b)) => b
+            .backends
+            .as_deref()
+            .is_some_and(|list| list.split(',').any(|x| x.trim() == "mpi")),
+        Some(_) => false,
     }
 }
 

@@ -103,7 +103,6 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
     let prepared = Prepared::new(&cfg.samples, &cfg.point)
         .map_err(|e| AppError::usage(format!("--point: {e}")))?;
     let mut builder = Pool::<ParzenJob>::builder()
-        .workers(cfg.workers)
         .backend(cfg.backend)
         .chunksize(cfg.chunk)
         .retries(cfg.retries)
@@ -111,6 +110,10 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
         .context(prepared);
     if let Some(t) = cfg.job_timeout {
         builder = builder.job_timeout(t);
+    }
+    // Every backend takes --workers; MPI, unless told, has one worker per rank after 0.
+    if cfg.workers_given || !crate::mpi_backend(cfg.backend) {
+        builder = builder.workers(cfg.workers);
     }
     interrupts.building();
     let pool = builder.build()?;

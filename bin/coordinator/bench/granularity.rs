@@ -110,7 +110,11 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
     let mut configs: Vec<(Backend, usize)> = vec![(Backend::Serial, 1)];
     for &b in &common.backends {
         if b != Backend::Serial {
-            configs.extend(worker_counts.iter().map(|&w| (b, w)));
+            configs.extend(
+                super::counts_for(b, &worker_counts)
+                    .into_iter()
+                    .map(|w| (b, w)),
+            );
         }
     }
     common

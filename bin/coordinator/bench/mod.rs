@@ -102,6 +102,16 @@ fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, AppEr
     }
 }
 
+/// The worker counts to measure `backend` at: the given ones, except for MPI, whose
+/// workers are the ranks after 0 (one count, fixed by mpirun).
+pub fn counts_for(backend: Backend, counts: &[usize]) -> Vec<usize> {
+    if crate::mpi_backend(backend) {
+        crate::mpi_workers().into_iter().collect()
+    } else {
+        counts.to_vec()
+    }
+}
+
 /// The default worker counts for the scaling suite: 1..=cores, plus 1.5 x cores.
 pub fn default_scaling_workers() -> Vec<usize> {
     let cores = default_workers();

@@ -37,7 +37,7 @@ pub struct Row {
     pub auto_jobs_per_s: f64,
     /// What auto chose.
     pub auto_chunksize: Option<usize>,
-    /// Bytes written and read per job on the wire at chunksize 1 (process only).
+    /// Bytes written and read per job on the wire at chunksize 1 (0 for threads, serial).
     pub bytes_per_job: f64,
 }
 
@@ -142,7 +142,11 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         if b == Backend::Serial {
             configs.push((b, 1));
         } else {
-            configs.extend(worker_counts.iter().map(|&w| (b, w)));
+            configs.extend(
+                super::counts_for(b, &worker_counts)
+                    .into_iter()
+                    .map(|w| (b, w)),
+            );
         }
     }
     common
@@ -212,11 +216,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
             chunk1_jobs_per_s: jobs as f64 / chunk1.median_s,
             auto_jobs_per_s: jobs as f64 / auto.median_s,
             auto_chunksize,
-            bytes_per_job: if backend == Backend::Process {
-                bytes as f64 / counted as f64
-            } else {
-                0.0
-            },
+            bytes_per_job: bytes as f64 / counted as f64,
         });
     }
     if let Some((t, w)) = &timeline {

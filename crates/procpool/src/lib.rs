@@ -73,6 +73,12 @@ pub fn serve_if_worker(registry: Registry) {
     std::process::exit(code);
 }
 
+/// MPI: rank 0 coordinates, ranks 1..N are the workers of [`Backend::Mpi`] pools.
+#[cfg(feature = "mpi")]
+pub mod mpi {
+    pub use crate::backend::mpi::{Mpi, init};
+}
+
 /// Whether this process is a worker (started by a pool or [`Process::spawn`]).
 pub fn is_worker() -> bool {
     std::env::var_os(backend::process::child::WORKER_ENV).is_some()

@@ -329,6 +329,8 @@ impl<T: Task> PoolBuilder<T> {
             spin: self.spin,
             forward_output: self.forward_output,
         };
+        #[cfg_attr(not(feature = "mpi"), allow(unused_mut))]
+        let mut workers = workers;
         let engine = match self.backend {
             Backend::Process => {
                 let bytes = codec::encode(&ctx)
@@ -337,6 +339,28 @@ impl<T: Task> PoolBuilder<T> {
             }
             Backend::Thread => Engine::Thread(ThreadEngine::new(ctx, self.spin)),
             Backend::Serial => Engine::Serial(SerialEngine::new(ctx)),
+            #[cfg(feature = "mpi")]
+            Backend::Mpi => {
+                if self.job_timeout.is_some() {
+                    return Err(Error::Config(
+                        "job timeouts need a backend that can stop a worker; MPI cannot stop \
+                         one rank"
+                            .into(),
+                    ));
+                }
+                let bytes = codec::encode(&ctx)
+                    .map_err(|e| Error::Config(format!("could not encode the context: {e}")))?;
+                let engine = crate::backend::mpi::MpiEngine::new(&cfg, &bytes)?;
+                let ranks = engine.ranks();
+                if self.workers.is_some_and(|w| w != ranks) {
+                    return Err(Error::Config(format!(
+                        "the MPI backend has one worker per rank after rank 0: {ranks} here, \
+                         but {workers} were asked for"
+                    )));
+                }
+                workers = ranks;
+                Engine::Mpi(engine)
+            }
         };
         let sup = Supervisor::new(Settings {
             backend: self.backend,

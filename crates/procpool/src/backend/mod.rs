@@ -2,6 +2,9 @@
 //! inline). They all speak in [`Event`]s to the backend-independent policy in
 //! [`crate::supervisor`], which is why their results can be compared bit for bit.
 
+#[cfg(feature = "mpi")]
+pub(crate) mod mpi;
+mod peer;
 pub(crate) mod process;
 pub(crate) mod serial;
 pub(crate) mod thread;
@@ -23,6 +26,9 @@ pub enum Backend {
     Thread,
     /// Inline in the calling thread, one job at a time.
     Serial,
+    /// MPI ranks 1..N as workers, rank 0 coordinating (cargo feature `mpi`, under mpirun).
+    #[cfg(feature = "mpi")]
+    Mpi,
 }
 
 impl Backend {
@@ -35,6 +41,8 @@ impl Backend {
             Backend::Process => "process",
             Backend::Thread => "thread",
             Backend::Serial => "serial",
+            #[cfg(feature = "mpi")]
+            Backend::Mpi => "mpi",
         }
     }
 }
@@ -52,6 +60,12 @@ impl FromStr for Backend {
             "process" => Ok(Backend::Process),
             "thread" => Ok(Backend::Thread),
             "serial" => Ok(Backend::Serial),
+            #[cfg(feature = "mpi")]
+            "mpi" => Ok(Backend::Mpi),
+            #[cfg(not(feature = "mpi"))]
+            "mpi" => Err(Error::Config(
+                "this build has no MPI backend (build with --features mpi)".into(),
+            )),
             other => Err(Error::Config(format!(
                 "unknown backend {other:?} (expected process, thread or serial)"
             ))),
@@ -149,6 +163,9 @@ pub(crate) enum Waiter {
     Queue(Arc<thread::EventQueue>),
     /// Nothing to wait for (serial: everything already happened).
     None,
+    /// Nothing to block on (MPI): pause this long, then poll again.
+    #[cfg(feature = "mpi")]
+    Pause(Duration),
 }
 
 impl Waiter {
@@ -172,6 +189,14 @@ impl Waiter {
             }
             Waiter::Queue(q) => q.wait(timeout, spin),
             Waiter::None => {}
+            #[cfg(feature = "mpi")]
+            Waiter::Pause(d) => {
+                if d.is_zero() {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(d.min(timeout));
+                }
+            }
         }
     }
 }
@@ -181,6 +206,8 @@ pub(crate) enum Engine<T: Task> {
     Process(process::ProcessEngine<T>),
     Thread(thread::ThreadEngine<T>),
     Serial(serial::SerialEngine<T>),
+    #[cfg(feature = "mpi")]
+    Mpi(mpi::MpiEngine<T>),
 }
 
 /// How a pool asks for its workers to be configured.
@@ -198,31 +225,41 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.spawn(key),
             Engine::Thread(e) => e.spawn(key),
             Engine::Serial(e) => e.spawn(key),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.spawn(key),
         }
     }
 
-    /// Makes a job's input ready to send (encodes it for the process backend).
+    /// The largest frame, for backends that send bytes.
+    fn max_frame(&self) -> Option<u32> {
+        match self {
+            Engine::Process(e) => Some(e.max_frame()),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => Some(e.max_frame()),
+            Engine::Thread(_) | Engine::Serial(_) => None,
+        }
+    }
+
+    /// Makes a job's input ready to send (encodes it for backends that send bytes).
     pub(crate) fn payload(&self, job: T) -> Result<Payload<T>, JobError> {
         let _phase = tracing::trace_span!(target: PHASE_TARGET, "encode").entered();
-        match self {
-            Engine::Process(e) => {
-                let bytes = crate::wire::codec::encode(&job).map_err(|e| JobError::Codec {
-                    message: format!("input: {e}"),
-                })?;
-                // Room for the frame header, the message tag and the job's id and length.
-                let max = e.max_frame() as usize;
-                if bytes.len() + 64 > max {
-                    return Err(JobError::Codec {
-                        message: format!(
-                            "input of {} bytes is over the frame limit of {max} bytes",
-                            bytes.len()
-                        ),
-                    });
-                }
-                Ok(Payload::Bytes(bytes))
-            }
-            Engine::Thread(_) | Engine::Serial(_) => Ok(Payload::Value(Some(job))),
+        let Some(max) = self.max_frame() else {
+            return Ok(Payload::Value(Some(job)));
+        };
+        let bytes = crate::wire::codec::encode(&job).map_err(|e| JobError::Codec {
+            message: format!("input: {e}"),
+        })?;
+        // Room for the frame header, the message tag and the job's id and length.
+        let max = max as usize;
+        if bytes.len() + 64 > max {
+            return Err(JobError::Codec {
+                message: format!(
+                    "input of {} bytes is over the frame limit of {max} bytes",
+                    bytes.len()
+                ),
+            });
         }
+        Ok(Payload::Bytes(bytes))
     }
 
     /// Queues a chunk of jobs for one worker (written out by [`Engine::flush`]).
@@ -231,13 +268,18 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.send(worker, jobs),
             Engine::Thread(e) => e.send(worker, jobs),
             Engine::Serial(e) => e.send(worker, jobs),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.send(worker, jobs),
         }
     }
 
-    /// Writes out what `send` queued, as far as the pipes take it without blocking.
+    /// Writes out what `send` queued, as far as it goes without blocking.
     pub(crate) fn flush(&mut self) {
-        if let Engine::Process(e) = self {
-            e.flush();
+        match self {
+            Engine::Process(e) => e.flush(),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.flush(),
+            Engine::Thread(_) | Engine::Serial(_) => {}
         }
     }
 
@@ -247,6 +289,8 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.waiter(),
             Engine::Thread(e) => e.waiter(),
             Engine::Serial(_) => Waiter::None,
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => Waiter::Pause(e.pause()),
         }
     }
 
@@ -256,6 +300,8 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.wake(),
             Engine::Thread(e) => e.wake(),
             Engine::Serial(_) => {}
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(_) => {}
         }
     }
 
@@ -265,12 +311,15 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.collect(events),
             Engine::Thread(e) => e.collect(events),
             Engine::Serial(e) => e.collect(events),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.collect(events),
         }
     }
 
     /// Stops a worker now (SIGKILL for processes; a thread is abandoned and exits when
-    /// its current job returns). An `Exited` event follows. Returns the jobs it had not
-    /// started when the backend can give them back (threads), for re-dispatch.
+    /// its current job returns; an MPI rank is dropped from the pool). An `Exited` event
+    /// follows. Returns the jobs it had not started when the backend can give them back
+    /// (threads), for re-dispatch.
     pub(crate) fn kill(&mut self, worker: WorkerKey) -> Vec<(u64, T)> {
         match self {
             Engine::Process(e) => {
@@ -282,6 +331,11 @@ impl<T: Task> Engine<T> {
                 e.retire(worker);
                 Vec::new()
             }
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => {
+                e.kill(worker);
+                Vec::new()
+            }
         }
     }
 
@@ -291,6 +345,8 @@ impl<T: Task> Engine<T> {
             Engine::Process(e) => e.close(worker),
             Engine::Thread(e) => e.close(worker),
             Engine::Serial(e) => e.retire(worker),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.close(worker),
         }
     }
 
@@ -298,7 +354,9 @@ impl<T: Task> Engine<T> {
     pub(crate) fn wire_bytes(&self) -> (u64, u64) {
         match self {
             Engine::Process(e) => e.wire_bytes(),
-            _ => (0, 0),
+            #[cfg(feature = "mpi")]
+            Engine::Mpi(e) => e.wire_bytes(),
+            Engine::Thread(_) | Engine::Serial(_) => (0, 0),
         }
     }
 }

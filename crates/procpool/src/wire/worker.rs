@@ -377,7 +377,9 @@ fn describe(msg: &Down<'_>) -> &'static str {
 /// Runs one job, catching a panic; returns the outcome and the nanoseconds it ran.
 pub(crate) fn run_caught<T: Task>(task: T, ctx: &T::Context) -> (Result<T::Output, JobError>, u64) {
     let start = Instant::now();
+    IN_TASK.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
+    IN_TASK.with(|t| t.set(false));
     let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     (
         result.map_err(|payload| JobError::Panicked {
@@ -385,6 +387,12 @@ pub(crate) fn run_caught<T: Task>(task: T, ctx: &T::Context) -> (Result<T::Outpu
         }),
         ns,
     )
+}
+
+thread_local! {
+    /// Whether this thread is inside `Task::run` (where a panic is caught and becomes the
+    /// job's error), for panic hooks that must tell such panics from fatal ones.
+    pub(crate) static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.

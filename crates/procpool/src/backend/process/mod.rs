@@ -7,12 +7,12 @@
 pub(crate) mod child;
 pub(crate) mod unix;
 
+use super::peer::Peer;
 use super::{EngineConfig, Event, PHASE_TARGET, Payload, Waiter, WorkerKey};
-use crate::error::{Error, JobError};
+use crate::error::Error;
 use crate::task::Task;
-use crate::wire::codec;
-use crate::wire::frame::{self, FrameError, FrameReader};
-use crate::wire::msg::{Down, JobMsg, Outcome, PROTOCOL_VERSION, Up};
+use crate::wire::frame::{self, FrameError};
+use crate::wire::msg::{Down, JobMsg, PROTOCOL_VERSION};
 use child::{ChildOutput, ChildProc, describe_exit};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
@@ -34,12 +34,10 @@ struct ProcWorker {
     key: WorkerKey,
     child: ChildProc,
     sock: UnixStream,
-    reader: FrameReader,
+    /// What it sent so far, and where its conversation stands.
+    peer: Peer,
     out: Vec<u8>,
     out_pos: usize,
-    greeted: bool,
-    /// Refused or broke the protocol: its input is ignored until it is reaped.
-    failed: bool,
     /// We sent it SIGKILL.
     killed: bool,
     /// We asked it to finish: our write side is shut once `out` is drained.
@@ -130,11 +128,9 @@ impl<T: Task> ProcessEngine<T> {
             key,
             child,
             sock,
-            reader: FrameReader::new(self.cfg.max_frame),
+            peer: Peer::new(key, pid, format!("worker pid {pid}"), self.cfg.max_frame),
             out,
             out_pos: 0,
-            greeted: false,
-            failed: false,
             killed: false,
             closing: false,
             write_shut: false,
@@ -288,24 +284,15 @@ fn flush_worker(w: &mut ProcWorker) -> u64 {
 fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) -> (u64, bool) {
     let mut bytes = 0u64;
     for _ in 0..READS_PER_COLLECT {
-        match w.reader.fill_from(&mut &w.sock) {
+        match w.peer.reader.fill_from(&mut &w.sock) {
             Ok(0) => {
-                decode_frames::<T>(w, events);
-                if let Err(e) = w.reader.finish() {
-                    if !w.failed {
-                        w.failed = true;
-                        let pid = w.child.pid();
-                        events.push(Event::Failed {
-                            worker: w.key,
-                            reason: format!("worker pid {pid} broke off a frame: {e}"),
-                        });
-                    }
-                }
+                w.peer.decode::<T>(events);
+                w.peer.finish(events);
                 return (bytes, true);
             }
             Ok(n) => {
                 bytes += n as u64;
-                decode_frames::<T>(w, events);
+                w.peer.decode::<T>(events);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (bytes, false),
@@ -313,97 +300,6 @@ fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) 
         }
     }
     (bytes, false)
-}
-
-fn fail(w: &mut ProcWorker, events: &mut Vec<Event<impl Sized>>, reason: String) {
-    if !w.failed {
-        w.failed = true;
-        w.killed = true;
-        w.child.kill();
-        events.push(Event::Failed {
-            worker: w.key,
-            reason,
-        });
-    }
-}
-
-fn decode_frames<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) {
-    while !w.failed {
-        let frame = match w.reader.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
-            Err(e) => {
-                let pid = w.child.pid();
-                fail(w, events, format!("worker pid {pid} sent a bad frame: {e}"));
-                return;
-            }
-        };
-        let _phase = tracing::trace_span!(target: PHASE_TARGET, "decode").entered();
-        let msg = match codec::decode_borrowed::<Up<'_>>(frame) {
-            Ok(msg) => msg,
-            Err(e) => {
-                let pid = w.child.pid();
-                let reason = if w.greeted {
-                    format!("worker pid {pid} sent an undecodable message: {e}")
-                } else {
-                    format!(
-                        "worker pid {pid} sent an undecodable greeting (a binary of another \
-                         protocol version?): {e}"
-                    )
-                };
-                fail(w, events, reason);
-                return;
-            }
-        };
-        let event = match msg {
-            Up::Hello { protocol, pid } if !w.greeted => {
-                if protocol != PROTOCOL_VERSION {
-                    let reason = format!(
-                        "worker pid {pid} speaks protocol version {protocol}, this coordinator \
-                         speaks {PROTOCOL_VERSION}; refusing it"
-                    );
-                    fail(w, events, reason);
-                    return;
-                }
-                w.greeted = true;
-                Event::Hello { worker: w.key, pid }
-            }
-            Up::Refused { reason } => {
-                let pid = w.child.pid();
-                fail(w, events, format!("worker pid {pid} refused: {reason}"));
-                return;
-            }
-            _ if !w.greeted => {
-                let pid = w.child.pid();
-                fail(w, events, format!("worker pid {pid} did not greet first"));
-                return;
-            }
-            Up::Hello { .. } => {
-                let pid = w.child.pid();
-                fail(w, events, format!("worker pid {pid} greeted twice"));
-                return;
-            }
-            Up::Ready => Event::Ready { worker: w.key },
-            Up::Done {
-                id,
-                compute_ns,
-                outcome,
-            } => Event::Done {
-                worker: w.key,
-                id,
-                compute_ns,
-                outcome: match outcome {
-                    Outcome::Ok(bytes) => {
-                        codec::decode::<T::Output>(bytes).map_err(|e| JobError::Codec {
-                            message: format!("output: {e}"),
-                        })
-                    }
-                    Outcome::Err(e) => Err(e),
-                },
-            },
-        };
-        events.push(event);
-    }
 }
 
 impl From<FrameError> for Error {

@@ -1,0 +1,262 @@
+//! The MPI backend under a real mpirun (feature `mpi`): the same results as the process
+//! backend, over shared memory and over TCP; idle ranks do not spin; a rank that crashes
+//! takes the job down promptly; the bench runs under mpirun too.
+
+use crate::common::{coordinator, density_bits, json, run};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `mpirun -n RANKS [mca] coordinator ARGS`, killed if it outlives `limit`.
+fn mpirun(
+    ranks: u32,
+    tcp: bool,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<i32>, String, String, Duration) {
+    let mut cmd = Command::new("mpirun");
+    cmd.args([
+        "-n",
+        &ranks.to_string(),
+        "--allow-run-as-root",
+        "--oversubscribe",
+    ]);
+    if tcp {
+        cmd.args(["--mca", "btl", "tcp,self"]);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_coordinator")).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun (install openmpi-bin)");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mpirun {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status.code(),
+        o.join().unwrap(),
+        e.join().unwrap(),
+        start.elapsed(),
+    )
+}
+
+const SWEEP: [&str; 12] = [
+    "--format",
+    "json",
+    "--samples",
+    "20000",
+    "--widths",
+    "0.05:2:40",
+    "--mean",
+    "0.5,-1",
+    "--cov",
+    "2,0.3,0.3,0.5",
+    "--point",
+    "0.2,-0.7",
+];
+
+#[test]
+fn mpi_gives_the_process_backends_bits_over_shared_memory_and_tcp() {
+    let mut args = SWEEP.to_vec();
+    args.extend(["--backend", "process", "--workers", "4"]);
+    let reference = json(&run(&args));
+    for tcp in [false, true] {
+        let mut args = SWEEP.to_vec();
+        args.extend(["--backend", "mpi"]);
+        let (code, stdout, stderr, _) = mpirun(5, tcp, &args, &[], Duration::from_secs(120));
+        assert_eq!(code, Some(0), "tcp={tcp}: {stderr}");
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        assert_eq!(v["backend"], "mpi");
+        assert_eq!(v["workers"], 4);
+        assert_eq!(density_bits(&v), density_bits(&reference), "tcp={tcp}");
+        assert_eq!(v["best"], reference["best"]);
+    }
+}
+
+#[test]
+fn the_mpi_bench_runs_under_mpirun() {
+    let (code, stdout, stderr, _) = mpirun(
+        3,
+        false,
+        &[
+            "bench",
+            "scaling",
+            "--backends",
+            "mpi,process",
+            "--workers",
+            "2",
+            "--repeat",
+            "1",
+            "--samples",
+            "5000",
+            "--widths",
+            "1:1.2:20",
+            "--format",
+            "json",
+        ],
+        &[],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let backends: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(backends, ["serial", "mpi", "process"]);
+    assert_eq!(v["identical"], true);
+}
+
+/// CPU seconds a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// Pids of running `coordinator` processes that descend from `root`.
+fn coordinators_under(root: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            break;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let ppid: Option<u32> = stat[close + 2..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok());
+            if ppid == Some(p) {
+                frontier.push(pid);
+                if stat.contains("(coordinator)") {
+                    found.push(pid);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn idle_worker_ranks_do_not_spin_a_core() {
+    // Rank 0 spends a good while drawing samples; meanwhile the worker ranks wait.
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", "3", "--allow-run-as-root", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_coordinator"))
+        .args(["--backend", "mpi", "--samples", "3e7", "--widths", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("mpirun");
+    let start = Instant::now();
+    let ranks = loop {
+        let r = coordinators_under(child.id());
+        if r.len() == 3 || start.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before: Vec<Option<f64>> = ranks.iter().map(|&p| cpu_seconds(p)).collect();
+    let window = Duration::from_millis(800);
+    std::thread::sleep(window);
+    let after: Vec<Option<f64>> = ranks.iter().map(|&p| cpu_seconds(p)).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ranks.len(), 3, "did not find the three ranks");
+    let mut used: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .filter_map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
+        .collect();
+    used.sort_by(f64::total_cmp);
+    assert_eq!(used.len(), 3, "ranks ended too early to be measured");
+    // The busiest is rank 0, drawing samples; the two waiting ranks must be nearly idle.
+    for cpu in &used[..2] {
+        assert!(
+            *cpu < 0.1 * window.as_secs_f64(),
+            "a waiting rank used {cpu:.3} s of CPU in {window:?}: {used:?}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_crashes_takes_the_job_down_promptly() {
+    let (code, _, stderr, took) = mpirun(
+        3,
+        false,
+        &[
+            "--backend",
+            "mpi",
+            "--widths",
+            "0.1:1.2:12",
+            "--chunksize",
+            "1",
+        ],
+        &[("PROCPOOL_FAULT", "abort-on=3")],
+        Duration::from_secs(120),
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(
+        stderr.contains("fault injection: aborting on job 3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_mpi_backend_outside_mpirun_is_a_clear_error() {
+    let out = coordinator()
+        .args(["--backend", "mpi", "--widths", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("at least 2 ranks"), "{stderr}");
+}
