@@ -110,6 +110,9 @@ fn distances<const D: usize>(data: &[f64], point: &[f64]) -> Vec<f64> {
 #[serde(try_from = "RawPrepared")]
 pub struct Prepared {
     dims: usize,
+    /// On the wire as one block of little-endian bytes: a million distances encode and
+    /// decode as a copy, not a million separate values.
+    #[serde(with = "le_f64s")]
     dists: Vec<f64>,
 }
 
@@ -117,7 +120,63 @@ pub struct Prepared {
 #[derive(Deserialize)]
 struct RawPrepared {
     dims: usize,
+    #[serde(with = "le_f64s")]
     dists: Vec<f64>,
+}
+
+/// `Vec<f64>` as one byte string of little-endian values.
+mod le_f64s {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        serde_bytes::serialize(&bytes, s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        d.deserialize_bytes(F64s)
+    }
+
+    /// Straight from the decoder's bytes to the values: one allocation, the result's.
+    struct F64s;
+
+    impl<'de> serde::de::Visitor<'de> for F64s {
+        type Value = Vec<f64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string of little-endian f64 values")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<f64>, E> {
+            if !bytes.len().is_multiple_of(8) {
+                return Err(E::custom(format!(
+                    "{} bytes is not a whole number of f64 values",
+                    bytes.len()
+                )));
+            }
+            Ok(bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(c);
+                    f64::from_le_bytes(b)
+                })
+                .collect())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<f64>, E> {
+            self.visit_bytes(&bytes)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<f64>, A::Error> {
+            // Self-describing formats (JSON) hand bytes over as a sequence of numbers.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element::<u8>()? {
+                bytes.push(b);
+            }
+            self.visit_bytes(&bytes)
+        }
+    }
 }
 
 impl TryFrom<RawPrepared> for Prepared {

@@ -415,7 +415,7 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
         return Ok(());
     };
     let ctx: T::Context = match codec::decode_borrowed::<Down<'_>>(frame) {
-        Ok(Down::Context { payload }) => match codec::decode(payload) {
+        Ok(Down::Context { payload }) => match codec::decode_borrowed::<T::Context>(payload) {
             Ok(ctx) => ctx,
             Err(e) => {
                 return Err(refuse(

@@ -116,6 +116,8 @@ impl ChildProc {
         output: ChildOutput,
     ) -> io::Result<(ChildProc, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
+        unix::set_buffers(&ours, 4 << 20);
+        unix::set_buffers(&theirs, 4 << 20);
         let mut cmd = Command::new(worker_exe());
         if let Some(name) = std::env::args_os().next() {
             cmd.arg0(name);

@@ -61,18 +61,17 @@ pub(crate) struct ProcessEngine<T: Task> {
 impl<T: Task> ProcessEngine<T> {
     /// An engine that will hand `context` (encoded) to every worker it starts.
     pub(crate) fn new(cfg: EngineConfig, context: Vec<u8>) -> Result<Self, Error> {
-        let mut probe = Vec::new();
-        frame::write_frame(
-            &mut probe,
-            &Down::Context { payload: &context },
-            cfg.max_frame,
-        )
-        .map_err(|e| {
-            Error::Config(format!(
-                "the context of task {:?} does not fit in a frame: {e}",
-                T::NAME
-            ))
-        })?;
+        // The context frame: header, message tag, byte-string length, then the bytes.
+        let frame = context.len() as u64 + 16;
+        if frame > u64::from(cfg.max_frame) {
+            return Err(Error::Config(format!(
+                "the context of task {:?} ({} bytes) does not fit in a frame of at most {} bytes; \
+                 raise it with max_frame_bytes",
+                T::NAME,
+                context.len(),
+                cfg.max_frame
+            )));
+        }
         let (wake_rx, wake_tx) =
             UnixStream::pair().map_err(|e| Error::io("could not create the wake-up socket", e))?;
         for s in [&wake_rx, &wake_tx] {

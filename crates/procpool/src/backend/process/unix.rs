@@ -85,6 +85,25 @@ pub(crate) fn take_stdin_socket() -> io::Result<UnixStream> {
     Ok(sock)
 }
 
+/// Asks for `bytes` of kernel buffer each way on a socket (the kernel may grant less):
+/// fewer round trips through poll when a large context goes to a worker.
+pub(crate) fn set_buffers(sock: &UnixStream, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the fd is
+        // open for the duration of the call. A failure only leaves the default size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// The conventional name of a signal number ("SIGKILL"), or "signal N".
 pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {
