@@ -973,22 +973,17 @@ impl<T: Task> Supervisor<T> {
         }
     }
 
+    /// Puts a job back in the queue.
     fn requeue(&mut self, id: u64) {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return;
-        };
-        if matches!(job.payload, Payload::Value(None)) {
-            job.state = JobState::Orphaned;
-            return;
-        }
-        job.state = JobState::Pending;
-        job.sent = None;
-        self.stats.jobs_redispatched += 1;
-        self.pending.push_front(id);
+        self.put_back(id, false);
     }
 
     /// Puts a job back to run alone on an idle worker (see the module notes).
     fn requeue_suspect(&mut self, id: u64) {
+        self.put_back(id, true);
+    }
+
+    fn put_back(&mut self, id: u64, suspect: bool) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -999,7 +994,11 @@ impl<T: Task> Supervisor<T> {
         job.state = JobState::Pending;
         job.sent = None;
         self.stats.jobs_redispatched += 1;
-        self.suspects.push_front(id);
+        if suspect {
+            self.suspects.push_front(id);
+        } else {
+            self.pending.push_front(id);
+        }
     }
 
     fn fail_job(&mut self, id: u64, worker: Option<WorkerRef>, error: JobError) {

@@ -113,6 +113,29 @@ pub(crate) enum Payload<T> {
     Value(Option<T>),
 }
 
+/// Appends `jobs` to `out` as one `Jobs` frame, or one frame per job when together they
+/// are over `max` (each fits alone: [`Engine::payload`] checked it). For the backends that
+/// send bytes.
+pub(crate) fn frame_jobs<T>(out: &mut Vec<u8>, jobs: &[(u64, Payload<T>)], max: u32) {
+    use crate::wire::frame::write_frame;
+    use crate::wire::msg::{Down, JobMsg};
+    fn msg<T>(id: u64, p: &Payload<T>) -> JobMsg<'_> {
+        JobMsg {
+            id,
+            payload: match p {
+                Payload::Bytes(b) => b,
+                Payload::Value(_) => &[],
+            },
+        }
+    }
+    let all = Down::Jobs(jobs.iter().map(|(id, p)| msg(*id, p)).collect());
+    if write_frame(out, &all, max).is_err() {
+        for (id, p) in jobs {
+            let _ = write_frame(out, &Down::Jobs(vec![msg(*id, p)]), max);
+        }
+    }
+}
+
 /// Bounded, adaptive spinning before blocking. The rule follows how long waits actually
 /// last, spun or slept: spin while they are within a few spin budgets. The margin matters:
 /// when the peer sleeps, a wait includes its wake-up (50-70 µs on a VM, above a 50 µs

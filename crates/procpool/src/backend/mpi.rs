@@ -23,7 +23,7 @@ use crate::backend::process::child::FAULT_ENV;
 use crate::error::Error;
 use crate::task::{Registry, Task};
 use crate::wire::frame;
-use crate::wire::msg::{Down, JobMsg, PROTOCOL_VERSION};
+use crate::wire::msg::{Down, PROTOCOL_VERSION};
 use crate::wire::worker::{self, Fault, IN_TASK, Output};
 use mpi::Threading;
 use mpi::request::{Request, StaticScope};
@@ -413,33 +413,12 @@ impl<T: Task> MpiEngine<T> {
 
     pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         let max = self.max_frame;
-        let Some(w) = self
+        if let Some(w) = self
             .workers
             .iter_mut()
             .find(|w| w.peer.key == key && !w.gone)
-        else {
-            return;
-        };
-        let msgs: Vec<JobMsg<'_>> = jobs
-            .iter()
-            .map(|(id, p)| JobMsg {
-                id: *id,
-                payload: match p {
-                    Payload::Bytes(b) => b,
-                    Payload::Value(_) => &[],
-                },
-            })
-            .collect();
-        if frame::write_frame(&mut w.out, &Down::Jobs(msgs), max).is_err() {
-            for (id, p) in jobs.iter() {
-                if let Payload::Bytes(b) = p {
-                    let msg = Down::Jobs(vec![JobMsg {
-                        id: *id,
-                        payload: b,
-                    }]);
-                    let _ = frame::write_frame(&mut w.out, &msg, max);
-                }
-            }
+        {
+            super::frame_jobs(&mut w.out, jobs, max);
         }
     }
 

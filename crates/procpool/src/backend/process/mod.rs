@@ -12,7 +12,7 @@ use super::{EngineConfig, Event, PHASE_TARGET, Payload, Waiter, WorkerKey};
 use crate::error::Error;
 use crate::task::Task;
 use crate::wire::frame::{self, FrameError};
-use crate::wire::msg::{Down, JobMsg, PROTOCOL_VERSION};
+use crate::wire::msg::{Down, PROTOCOL_VERSION};
 use child::{ChildOutput, ChildProc, describe_exit};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
@@ -139,30 +139,8 @@ impl<T: Task> ProcessEngine<T> {
 
     pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
         let max = self.cfg.max_frame;
-        let Some(w) = self.workers.iter_mut().find(|w| w.key == key) else {
-            return;
-        };
-        let msgs: Vec<JobMsg<'_>> = jobs
-            .iter()
-            .map(|(id, p)| JobMsg {
-                id: *id,
-                payload: match p {
-                    Payload::Bytes(b) => b,
-                    Payload::Value(_) => &[],
-                },
-            })
-            .collect();
-        if frame::write_frame(&mut w.out, &Down::Jobs(msgs), max).is_err() {
-            // Too big as one chunk: one frame per job (each fits; `payload` checked it).
-            for (id, p) in jobs.iter() {
-                if let Payload::Bytes(b) = p {
-                    let msg = Down::Jobs(vec![JobMsg {
-                        id: *id,
-                        payload: b,
-                    }]);
-                    let _ = frame::write_frame(&mut w.out, &msg, max);
-                }
-            }
+        if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
+            super::frame_jobs(&mut w.out, jobs, max);
         }
     }
 
