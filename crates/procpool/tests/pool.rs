@@ -81,6 +81,22 @@ impl Task for Weigh {
     }
 }
 
+/// Lists the open descriptors of a program the task starts.
+#[derive(Serialize, Deserialize)]
+struct ChildFds;
+impl Task for ChildFds {
+    const NAME: &'static str = "child_fds";
+    type Context = ();
+    type Output = String;
+    fn run(self, _: &()) -> String {
+        std::process::Command::new("sh")
+            .args(["-c", "for f in /proc/$$/fd/*; do readlink $f; done"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("error: {e}"))
+    }
+}
+
 /// A task that is deliberately missing from the registry.
 #[derive(Serialize, Deserialize)]
 struct Unregistered;
@@ -115,6 +131,7 @@ fn registry() -> Registry {
         .task::<Nap>()
         .task::<Trouble>()
         .task::<Weigh>()
+        .task::<ChildFds>()
         .target::<RandString>()
 }
 
@@ -808,6 +825,22 @@ fn soak_empty_jobs_through_two_workers() -> Result<(), Failed> {
     Ok(())
 }
 
+fn programs_a_task_starts_do_not_inherit_the_workers_socket() -> Result<(), Failed> {
+    let pool = quiet::<ChildFds>(Backend::Process, 1).build()?;
+    let fds = pool.apply(ChildFds)?;
+    check(!fds.contains("error"), || fds.clone())?;
+    check(fds.lines().count() >= 3, || {
+        format!("no descriptors listed: {fds:?}")
+    })?;
+    check(!fds.contains("socket:"), || {
+        format!("a socket leaked into a task's child: {fds}")
+    })?;
+    check(fds.lines().next() == Some("/dev/null"), || {
+        format!("stdin is not /dev/null: {fds}")
+    })?;
+    Ok(())
+}
+
 fn main() {
     procpool::serve_if_worker(registry());
     let args = Arguments::from_args();
@@ -899,6 +932,11 @@ fn main() {
             queue_and_processes_like_the_seed,
         ),
         watchdog("process_kill_and_drop_reap", 60, process_kill_and_drop_reap),
+        watchdog(
+            "programs_a_task_starts_do_not_inherit_the_workers_socket",
+            60,
+            programs_a_task_starts_do_not_inherit_the_workers_socket,
+        ),
         watchdog(
             "a_slow_consumer_keeps_memory_bounded_by_the_window",
             60,

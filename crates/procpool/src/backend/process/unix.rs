@@ -70,8 +70,10 @@ pub(crate) fn wait_fd(
 /// In a worker: takes the coordinator's socket from stdin and puts `/dev/null` in its place,
 /// so a task that reads stdin cannot eat protocol bytes.
 pub(crate) fn take_stdin_socket() -> io::Result<UnixStream> {
-    // SAFETY: dup on fd 0 has no memory effects; we check the result.
-    let fd = unsafe { libc::dup(0) };
+    // Close-on-exec, so a program a task starts does not inherit the coordinator's socket
+    // (and keep it open after this worker dies).
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on fd 0 has no memory effects; we check the result.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
