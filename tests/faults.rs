@@ -397,3 +397,81 @@ fn sigkill_of_the_coordinator_takes_its_workers_down_within_a_second() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Inodes of the shared context objects (`memfd:procpool-context`) that `pid` maps.
+fn context_objects(pid: u32) -> BTreeSet<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter(|l| l.contains("memfd:procpool-context"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect()
+}
+
+/// Every process that still maps or holds an object with one of `inodes`.
+fn holders(inodes: &BTreeSet<u64>) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mapped = !context_objects(pid).is_disjoint(inodes);
+        let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::metadata(fd.path())
+                    .is_ok_and(|m| inodes.contains(&std::os::unix::fs::MetadataExt::ino(&m)))
+            });
+        if mapped || held {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn sigkill_of_the_coordinator_leaves_no_shared_memory_behind() {
+    let shm_before: BTreeSet<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let (mut child, kids) = start_long_run(&[]);
+    let _output = drain(&mut child);
+    // The 8 MB context lives in one shared object, mapped by the coordinator and both workers.
+    let inodes = context_objects(child.id());
+    assert_eq!(inodes.len(), 1, "the coordinator maps {inodes:?}");
+    for &k in &kids {
+        assert_eq!(context_objects(k), inodes, "worker {k} maps another object");
+    }
+    signal(child.id(), libc::SIGKILL);
+    let _ = child.wait();
+    // A watchdog, not a speed claim: orphaned workers exit by themselves.
+    let start = Instant::now();
+    while kids.iter().any(|&k| running(k)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "workers never exited"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = holders(&inodes);
+    assert!(
+        left.is_empty(),
+        "processes still hold the context: {left:?}"
+    );
+    let shm_after: BTreeSet<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let new: Vec<_> = shm_after.difference(&shm_before).collect();
+    assert!(new.is_empty(), "left in /dev/shm: {new:?}");
+}

@@ -3,8 +3,7 @@
 use crate::config::{RunConfig, Source};
 use crate::error::AppError;
 use crate::signals::{self, Interrupts};
-use crate::tasks::{Estimate, ParzenJob};
-use parzen::Prepared;
+use crate::tasks::{Estimate, ParzenJob, SweepContext};
 use procpool::{Chunk, Error, JobError, Pool};
 use serde::Serialize;
 use std::time::Instant;
@@ -100,8 +99,7 @@ pub struct Report {
 /// Runs the sweep described by `cfg`.
 pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError> {
     let started = Instant::now();
-    let prepared = Prepared::new(&cfg.samples, &cfg.point)
-        .map_err(|e| AppError::usage(format!("--point: {e}")))?;
+    let prepared = SweepContext::new(&cfg.samples, &cfg.point)?;
     let mut builder = Pool::<ParzenJob>::builder()
         .backend(cfg.backend)
         .chunksize(cfg.chunk)

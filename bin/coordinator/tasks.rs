@@ -1,8 +1,8 @@
 //! The tasks this binary can run in a worker, and the registry `main` hands to
 //! `procpool::serve_if_worker`.
 
-use parzen::Prepared;
-use procpool::{Registry, Task};
+use parzen::{Prepared, Samples};
+use procpool::{Registry, SharedSlice, Task};
 use serde::{Deserialize, Serialize};
 
 /// One job of the sweep: the density estimate for one window width.
@@ -21,16 +21,41 @@ pub struct Estimate {
     pub density: f64,
 }
 
+/// What every worker of the sweep reads: each sample's largest coordinate distance to the
+/// point, computed once by the coordinator straight into shared memory, which process
+/// workers map read-only (no copy per worker) and threads share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepContext {
+    /// Dimensions of the samples.
+    pub dims: usize,
+    /// `max_j |x_ij - p_j|` for every sample i, in sample order.
+    pub dists: SharedSlice<f64>,
+}
+
+impl SweepContext {
+    /// Computes the distances of `samples` to `point` into a new shared-memory object.
+    pub fn new(samples: &Samples, point: &[f64]) -> Result<SweepContext, crate::error::AppError> {
+        let prepared = Prepared::new(samples, point)
+            .map_err(|e| crate::error::AppError::usage(format!("--point: {e}")))?;
+        let dists = SharedSlice::new_shared(prepared.len(), |out| {
+            out.copy_from_slice(prepared.distances());
+        })?;
+        Ok(SweepContext {
+            dims: samples.dims(),
+            dists,
+        })
+    }
+}
+
 impl Task for ParzenJob {
     const NAME: &'static str = "parzen";
-    /// Each sample's distance to the point, computed once and sent once per worker.
-    type Context = Prepared;
+    type Context = SweepContext;
     type Output = Estimate;
-    fn run(self, ctx: &Prepared) -> Estimate {
-        let count = ctx.count(self.h);
+    fn run(self, ctx: &SweepContext) -> Estimate {
+        let count = parzen::count_within(&ctx.dists, self.h);
         Estimate {
             count,
-            density: parzen::density_from_count(count, ctx.len(), ctx.dims(), self.h),
+            density: parzen::density_from_count(count, ctx.dists.len(), ctx.dims, self.h),
         }
     }
 }

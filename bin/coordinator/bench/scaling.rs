@@ -7,8 +7,8 @@ use super::{Common, Spread, SuiteReport};
 use crate::cli::BenchArgs;
 use crate::config::DEFAULT_SEED;
 use crate::error::AppError;
-use crate::tasks::ParzenJob;
-use parzen::{Gaussian, Prepared};
+use crate::tasks::{ParzenJob, SweepContext};
+use parzen::Gaussian;
 use procpool::{Backend, Pool, Timeline};
 use serde::Serialize;
 use std::io::Write;
@@ -66,7 +66,7 @@ fn run_once(
     backend: Backend,
     workers: usize,
     common: &Common,
-    prepared: &Prepared,
+    prepared: &SweepContext,
     widths: &[f64],
     record: bool,
 ) -> Result<Once, AppError> {
@@ -128,7 +128,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         None => parzen::seed_benchmark_widths(),
     };
     let point = vec![0.0; samples.dims()];
-    let prepared = Prepared::new(&samples, &point).map_err(|e| AppError::usage(e.to_string()))?;
+    let prepared = SweepContext::new(&samples, &point)?;
     let worker_counts = common
         .workers
         .clone()

@@ -84,6 +84,12 @@ fn count_below(dists: &[f64], t: f64) -> u64 {
     lanes.iter().sum::<u64>() + tail
 }
 
+/// How many of `dists` (each sample's largest coordinate distance to a point) are inside
+/// the hypercube of edge `h`: the count behind [`Prepared::count`], on any slice.
+pub fn count_within(dists: &[f64], h: f64) -> u64 {
+    count_below(dists, half_width(h))
+}
+
 /// `max_j |x_j - p_j|`. Values are finite, so a plain compare picks the same maximum as
 /// `f64::max`, without its NaN handling.
 #[inline(always)]

@@ -18,7 +18,7 @@ pub mod widths;
 
 pub use data::{load, load_csv, load_npy, write_csv, write_npy};
 pub use error::{Error, Result};
-pub use estimate::{Prepared, density_from_count, estimate_naive, validate_width};
+pub use estimate::{Prepared, count_within, density_from_count, estimate_naive, validate_width};
 pub use gaussian::Gaussian;
 pub use samples::Samples;
 pub use widths::{default_widths, parse_widths, seed_benchmark_widths};

@@ -1,15 +1,20 @@
-//! A per-worker context (Python's `Pool(initializer=...)`), and automatic chunking.
+//! A per-worker context (Python's `Pool(initializer=...)`), shared memory, and automatic
+//! chunking.
 //!
-//! The context — here a 1,000,000-element `Vec<f64>`, 8 MB — is encoded once and sent to
-//! each worker once, before its first job; jobs carry only their own few bytes and read the
-//! context by reference.
+//! The context — here a 1,000,000-element array of f64, 8 MB — is encoded once. Being over
+//! 64 KiB, it does not go down each worker's socket: it goes into one sealed shared-memory
+//! object that every worker maps (replacements too). Jobs carry only their own few bytes.
 //!
 //! Run with `cargo run -p procpool --example context` (add `--release` for realistic timings).
 //!
 //! What to look for:
-//! - `bytes_sent` right after `build()` is about workers x 8 MB (the context, once per
-//!   worker); after 200 jobs it has grown by only a few KB, versus the ~1.6 GB that sending
-//!   the context with every job would cost;
+//! - `bytes_sent` right after `build()` is a few hundred bytes (greetings), and
+//!   `context_shared_bytes` is the 8 MB held once, whatever the number of workers; after
+//!   200 jobs the socket has carried only a few KB more, versus the ~1.6 GB that sending the
+//!   context with every job would cost;
+//! - with a `Vec<f64>` context each worker decodes its own copy from the mapping; with a
+//!   [`SharedSlice`] it reads the mapped pages in place (`shared in worker: true`), no copy
+//!   at all — and `SharedSlice::new_shared` builds the array there in the first place;
 //! - the sums match the same sums computed here in the parent, bit for bit;
 //! - 20,000 tiny jobs: `Chunk::Auto` measures the first round trips one job at a time, then
 //!   prints the chunk size it chose and why (overhead under 5% of a chunk's compute, at most
@@ -18,7 +23,7 @@
 //!   even with `Fixed(1)` the pool keeps many frames in flight per worker and workers batch
 //!   their replies.
 
-use procpool::{Backend, Chunk, Pool, Registry, Task};
+use procpool::{Backend, Chunk, Pool, Registry, SharedSlice, Task};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -40,6 +45,23 @@ impl Task for SliceSum {
     }
 }
 
+/// The same job over a zero-copy shared array; also says whether it read shared memory.
+#[derive(Serialize, Deserialize)]
+struct SharedSum {
+    start: usize,
+    len: usize,
+}
+
+impl Task for SharedSum {
+    const NAME: &'static str = "shared_sum";
+    type Context = SharedSlice<f64>;
+    type Output = (f64, bool);
+    fn run(self, ctx: &SharedSlice<f64>) -> (f64, bool) {
+        let sum = ctx.iter().skip(self.start).take(self.len).sum();
+        (sum, ctx.is_shared())
+    }
+}
+
 fn jobs(n: usize, len: usize) -> impl Iterator<Item = SliceSum> {
     (0..n).map(move |i| SliceSum {
         start: (i * 7_919) % (CONTEXT_LEN - len),
@@ -48,7 +70,7 @@ fn jobs(n: usize, len: usize) -> impl Iterator<Item = SliceSum> {
 }
 
 fn main() -> Result<(), procpool::Error> {
-    procpool::serve_if_worker(Registry::new().task::<SliceSum>());
+    procpool::serve_if_worker(Registry::new().task::<SliceSum>().task::<SharedSum>());
     let data: Vec<f64> = (0..CONTEXT_LEN).map(|i| (i as f64).sqrt()).collect();
     let context_bytes = (CONTEXT_LEN * 8) as u64;
 
@@ -64,7 +86,11 @@ fn main() -> Result<(), procpool::Error> {
         "context: {CONTEXT_LEN} f64 = {context_bytes} bytes; {workers} workers {:?}",
         pool.pids()
     );
-    println!("bytes_sent after build: {at_start} (about {workers} x context)");
+    println!("bytes_sent after build: {at_start} (greetings only)");
+    println!(
+        "context_shared_bytes: {} (one copy, mapped by every worker)",
+        pool.stats().context_shared_bytes
+    );
     let n = 200;
     let sums = pool.map(jobs(n, 1_000))?;
     let here: Vec<f64> = jobs(n, 1_000)
@@ -83,7 +109,31 @@ fn main() -> Result<(), procpool::Error> {
     );
     drop(pool);
 
-    // 2. Many tiny jobs: automatic chunking versus one job per frame.
+    // 2. Zero copy: the array is built in shared memory and workers read it in place.
+    let shared = SharedSlice::new_shared(CONTEXT_LEN, |v| {
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = (i as f64).sqrt();
+        }
+    })?;
+    let pool = Pool::<SharedSum>::builder()
+        .workers(workers)
+        .context(shared)
+        .build()?;
+    let out = pool.map(jobs(n, 1_000).map(|j| SharedSum {
+        start: j.start,
+        len: j.len,
+    }))?;
+    let same = out
+        .iter()
+        .zip(&here)
+        .all(|((a, _), b)| a.to_bits() == b.to_bits());
+    println!(
+        "SharedSlice context: shared in worker: {}, sums identical: {same}",
+        out.iter().all(|(_, shared)| *shared)
+    );
+    drop(pool);
+
+    // 3. Many tiny jobs: automatic chunking versus one job per frame.
     let n = 20_000;
     for chunk in [Chunk::Auto, Chunk::Fixed(1)] {
         let pool = Pool::<SliceSum>::builder()

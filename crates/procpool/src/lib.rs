@@ -42,10 +42,13 @@ compile_error!(
 );
 
 mod backend;
+mod context;
 mod error;
+mod os;
 mod pool;
 mod process;
 mod reorder;
+mod shared;
 mod supervisor;
 mod table;
 mod task;
@@ -53,12 +56,14 @@ pub mod wire;
 
 pub use backend::Backend;
 pub use backend::process::child::describe_status;
+pub use bytemuck::Pod;
 pub use error::{Error, JobError, Result};
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
 };
 pub use process::{Process, Queue, QueueSender};
 pub use reorder::{Reorder, ReorderError};
+pub use shared::SharedSlice;
 pub use supervisor::{Chunk, ChunkChoice, JobSpan, PoolStats, Timeline, WorkerRef, WorkerSpan};
 pub use task::{Registry, Target, Task};
 

@@ -183,6 +183,7 @@ pub struct PoolBuilder<T: Task> {
     forward_output: bool,
     startup_timeout: Duration,
     record_jobs: bool,
+    share_above: usize,
 }
 
 impl<T: Task> Default for PoolBuilder<T> {
@@ -200,6 +201,7 @@ impl<T: Task> Default for PoolBuilder<T> {
             forward_output: true,
             startup_timeout: Duration::from_secs(30),
             record_jobs: false,
+            share_above: crate::context::SHARE_ABOVE,
         }
     }
 }
@@ -277,6 +279,15 @@ impl<T: Task> PoolBuilder<T> {
         self
     }
 
+    /// Process backend: a context whose encoding is larger than `bytes` goes into one
+    /// sealed shared-memory object that every worker maps, instead of down each worker's
+    /// socket (default 64 KiB; `usize::MAX` never shares). [`SharedSlice`](crate::SharedSlice)s
+    /// inside a shared context are read in place by the workers, with no copy at all.
+    pub fn share_context_above(mut self, bytes: usize) -> Self {
+        self.share_above = bytes;
+        self
+    }
+
     /// Records every job's dispatch and result time for [`Pool::timeline`] (default off).
     pub fn record_timeline(mut self, on: bool) -> Self {
         self.record_jobs = on;
@@ -333,9 +344,9 @@ impl<T: Task> PoolBuilder<T> {
         let mut workers = workers;
         let engine = match self.backend {
             Backend::Process => {
-                let bytes = codec::encode(&ctx)
-                    .map_err(|e| Error::Config(format!("could not encode the context: {e}")))?;
-                Engine::Process(ProcessEngine::new(cfg, bytes)?)
+                let image = crate::context::ContextImage::build(&ctx, self.share_above)?;
+                drop(ctx);
+                Engine::Process(ProcessEngine::new(cfg, image)?)
             }
             Backend::Thread => Engine::Thread(ThreadEngine::new(ctx, self.spin)),
             Backend::Serial => Engine::Serial(SerialEngine::new(ctx)),
@@ -454,6 +465,7 @@ impl<T: Task> Pool<T> {
         let g = self.shared.lock();
         let mut stats = g.sup.stats();
         (stats.bytes_sent, stats.bytes_received) = g.engine.wire_bytes();
+        stats.context_shared_bytes = g.engine.context_shared_bytes();
         stats
     }
 

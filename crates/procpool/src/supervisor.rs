@@ -156,6 +156,9 @@ pub struct PoolStats {
     pub bytes_sent: u64,
     /// Bytes read from worker pipes (process backend).
     pub bytes_received: u64,
+    /// Bytes of the context held in shared memory that every worker maps (process
+    /// backend; 0 when the context travels inline on each worker's socket).
+    pub context_shared_bytes: u64,
     /// From building the pool to every worker being ready.
     pub ready_after: Option<Duration>,
     /// Total task compute time reported by workers.

@@ -277,8 +277,18 @@ fn context() {
     let r = run("context");
     let build = number_after(r.line("bytes_sent after build:"), "build:");
     r.check(
-        build >= 2 * 8_000_000,
-        "context not sent to each of the 2 workers",
+        build < 10_000,
+        "the 8 MB context went down the sockets instead of shared memory",
+    );
+    let shared = number_after(r.line("context_shared_bytes:"), "bytes:");
+    r.check(
+        (8_000_000..8_100_000).contains(&shared),
+        "the context is not held once in shared memory",
+    );
+    r.check(
+        r.line("SharedSlice context:")
+            .ends_with("shared in worker: true, sums identical: true"),
+        "a SharedSlice context was copied, or its sums differ",
     );
     let line = r.line("bytes_sent for 200 jobs:");
     r.check(

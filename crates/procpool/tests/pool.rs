@@ -7,7 +7,8 @@
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use procpool::{
-    Backend, Chunk, Error, JobError, Pool, Process, Queue, QueueSender, Registry, Target, Task,
+    Backend, Chunk, Error, JobError, Pool, Process, Queue, QueueSender, Registry, SharedSlice,
+    Target, Task,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,68 @@ impl Task for Weigh {
     }
 }
 
+/// Reads a context shared with the workers: where its array lives and what it holds.
+#[derive(Serialize, Deserialize)]
+struct Inspect;
+
+/// A context with one large shared array.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct BigCtx {
+    data: SharedSlice<u64>,
+}
+
+/// What a worker saw of its context.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    pid: u32,
+    /// Inode of the object the array is mapped from (None: not a mapping of a file).
+    inode: Option<u64>,
+    shared: bool,
+    sum: u64,
+}
+
+/// The inode of the file or shared object mapped at `addr` in this process, from
+/// /proc/self/maps.
+fn mapped_inode(addr: usize) -> Option<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (lo, hi) = f.next()?.split_once('-')?;
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
+        let inode: u64 = f.nth(3)?.parse().ok()?;
+        (lo <= addr && addr < hi && inode != 0).then_some(inode)
+    })
+}
+
+impl Task for Inspect {
+    const NAME: &'static str = "inspect";
+    type Context = BigCtx;
+    type Output = Seen;
+    fn run(self, ctx: &BigCtx) -> Seen {
+        Seen {
+            pid: std::process::id(),
+            inode: mapped_inode(ctx.data.as_ptr() as usize),
+            shared: ctx.data.is_shared(),
+            sum: ctx.data.iter().fold(0u64, |a, &x| a.wrapping_add(x)),
+        }
+    }
+}
+
+/// Sums a byte context (a plain `Vec`, no shared slices).
+#[derive(Serialize, Deserialize)]
+struct SumBytes;
+impl Task for SumBytes {
+    const NAME: &'static str = "sum_bytes";
+    type Context = Vec<u8>;
+    type Output = u64;
+    fn run(self, ctx: &Vec<u8>) -> u64 {
+        ctx.iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
 /// Lists the open descriptors of a program the task starts.
 #[derive(Serialize, Deserialize)]
 struct ChildFds;
@@ -132,6 +195,8 @@ fn registry() -> Registry {
         .task::<Trouble>()
         .task::<Weigh>()
         .task::<ChildFds>()
+        .task::<Inspect>()
+        .task::<SumBytes>()
         .target::<RandString>()
 }
 
@@ -286,12 +351,37 @@ fn three_backends_give_identical_bits() -> Result<(), Failed> {
 
 fn context_is_sent_once_per_worker() -> Result<(), Failed> {
     let ctx: Vec<f64> = vec![0.5; 100_000]; // 800 kB
-    let pool = quiet::<Weigh>(Backend::Process, 2).context(ctx).build()?;
     let n = 300;
+    // Shared (the default above 64 KiB): held once in shared memory, nothing on the sockets.
+    let pool = quiet::<Weigh>(Backend::Process, 2)
+        .context(ctx.clone())
+        .build()?;
     let out = pool.map((0..n).map(|i| Weigh(i as f64)))?;
     check(out.len() == n, || "lost results".into())?;
+    let stats = pool.stats();
+    check(stats.context_shared_bytes >= 800_000, || {
+        format!(
+            "{} shared bytes for an 800 kB context",
+            stats.context_shared_bytes
+        )
+    })?;
+    check(stats.bytes_sent < 100_000, || {
+        format!(
+            "{} bytes on the sockets for {n} small jobs",
+            stats.bytes_sent
+        )
+    })?;
+    drop(pool);
+    // Inline: once per worker, never per job.
+    let pool = quiet::<Weigh>(Backend::Process, 2)
+        .share_context_above(usize::MAX)
+        .context(ctx)
+        .build()?;
+    let inline = pool.map((0..n).map(|i| Weigh(i as f64)))?;
+    check(inline == out, || {
+        "inline and shared contexts gave other results".into()
+    })?;
     let sent = pool.stats().bytes_sent;
-    // Twice the context (one per worker) plus small job frames; far below once per job.
     check(sent < 2 * 800_000 + 100_000, || {
         format!("{sent} bytes sent for {n} jobs")
     })?;
@@ -643,9 +733,10 @@ fn unknown_task_is_refused_at_start_up() -> Result<(), Failed> {
         msg.contains("no task or target named \"unregistered\""),
         || msg.clone(),
     )?;
-    check(msg.contains("nap, rand_string, trouble, weigh"), || {
-        msg.clone()
-    })?;
+    check(
+        msg.contains("nap, rand_string, sum_bytes, trouble, weigh"),
+        || msg.clone(),
+    )?;
     Ok(())
 }
 
@@ -841,6 +932,88 @@ fn programs_a_task_starts_do_not_inherit_the_workers_socket() -> Result<(), Fail
     Ok(())
 }
 
+fn replacement_workers_map_the_same_shared_object() -> Result<(), Failed> {
+    let n = 1usize << 20;
+    let data = SharedSlice::<u64>::new_shared(n, |v| {
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    })?;
+    let want_sum = data.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    let ours =
+        mapped_inode(data.as_ptr() as usize).ok_or("the coordinator's array is not mapped")?;
+    let ctx = BigCtx { data };
+    for backend in Backend::ALL {
+        let pool = quiet::<Inspect>(backend, 2)
+            .chunksize(Chunk::Fixed(1))
+            .context(ctx.clone())
+            .build()?;
+        let seen = pool.map((0..4).map(|_| Inspect))?;
+        for s in &seen {
+            check(s.sum == want_sum && s.shared, || {
+                format!("{backend}: {s:?}")
+            })?;
+            check(s.inode == Some(ours), || {
+                format!(
+                    "{backend}: worker mapped inode {:?}, the pool's object is {ours}",
+                    s.inode
+                )
+            })?;
+        }
+        if backend != Backend::Process {
+            continue;
+        }
+        let before: BTreeSet<u32> = pool.pids().into_iter().collect();
+        let victim = pool.pids()[0];
+        // SAFETY: kill(2) has no memory effects; the pid is a live child of this process.
+        check(
+            unsafe { libc::kill(victim as i32, libc::SIGKILL) } == 0,
+            || "kill failed".into(),
+        )?;
+        // Until a replacement answers (a batch spreads over both workers): it must map the
+        // very same object and read the same.
+        let mut replaced = None;
+        for _ in 0..200 {
+            let batch = pool.map((0..4).map(|_| Inspect))?;
+            if let Some(s) = batch.into_iter().find(|s| !before.contains(&s.pid)) {
+                replaced = Some(s);
+                break;
+            }
+        }
+        let s = replaced.ok_or("no replacement worker answered")?;
+        check(
+            s.inode == Some(ours) && s.sum == want_sum && s.shared,
+            || format!("replacement saw {s:?}, expected inode {ours} and sum {want_sum}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn a_context_beyond_the_frame_limit_travels_in_shared_memory() -> Result<(), Failed> {
+    let ctx: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let want: u64 = ctx.iter().map(|&b| u64::from(b)).sum();
+    let pool = quiet::<SumBytes>(Backend::Process, 2)
+        .max_frame_bytes(4096)
+        .context(ctx.clone())
+        .build()?;
+    let got = pool.map((0..4).map(|_| SumBytes))?;
+    check(got.iter().all(|&g| g == want), || {
+        format!("{got:?} != {want}")
+    })?;
+    // Told never to share, the same context cannot travel at all.
+    let err = quiet::<SumBytes>(Backend::Process, 1)
+        .max_frame_bytes(4096)
+        .share_context_above(usize::MAX)
+        .context(ctx)
+        .build()
+        .err()
+        .ok_or("a 1 MiB inline context must not fit a 4 KiB frame")?;
+    check(err.to_string().contains("does not fit in a frame"), || {
+        format!("{err}")
+    })?;
+    Ok(())
+}
+
 fn main() {
     procpool::serve_if_worker(registry());
     let args = Arguments::from_args();
@@ -941,6 +1114,16 @@ fn main() {
             "a_slow_consumer_keeps_memory_bounded_by_the_window",
             60,
             a_slow_consumer_keeps_memory_bounded_by_the_window,
+        ),
+        watchdog(
+            "replacement_workers_map_the_same_shared_object",
+            60,
+            replacement_workers_map_the_same_shared_object,
+        ),
+        watchdog(
+            "a_context_beyond_the_frame_limit_travels_in_shared_memory",
+            60,
+            a_context_beyond_the_frame_limit_travels_in_shared_memory,
         ),
         watchdog(
             "soak_empty_jobs_through_two_workers",

@@ -373,6 +373,14 @@ impl<T: Task> Engine<T> {
         }
     }
 
+    /// Bytes of the context in shared memory (process backend).
+    pub(crate) fn context_shared_bytes(&self) -> u64 {
+        match self {
+            Engine::Process(e) => e.context_shared_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Bytes written to and read from workers so far.
     pub(crate) fn wire_bytes(&self) -> (u64, u64) {
         match self {

@@ -169,7 +169,7 @@ fn serve_worker(world: &SimpleCommunicator, registry: &Registry) -> i32 {
                 .ok()
                 .flatten()
         });
-        if let Err(e) = worker::serve(registry, &mut input, &mut output, fault) {
+        if let Err(e) = worker::serve(registry, &mut input, &mut output, &worker::NoFds, fault) {
             eprintln!("procpool mpi worker rank {}: {e}", world.rank());
             world.abort(3);
         }

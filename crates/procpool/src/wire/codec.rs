@@ -88,6 +88,25 @@ pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Cod
     Ok(value)
 }
 
+/// Encodes a context for sharing with workers: its body, and the large
+/// [`SharedSlice`](crate::SharedSlice)s inside it as out-of-band buffers (the body holds
+/// their indices; see `crate::shared`).
+pub(crate) fn encode_shared<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<crate::shared::BufView>), CodecError> {
+    let (body, bufs) = crate::shared::with_encode_scope(|| encode(value));
+    Ok((body?, bufs))
+}
+
+/// Decodes a context encoded by [`encode_shared`], its out-of-band buffers resolved to
+/// `bufs` (mapped by the caller).
+pub(crate) fn decode_shared<T: DeserializeOwned>(
+    bytes: &[u8],
+    bufs: Vec<crate::shared::BufIn>,
+) -> Result<T, CodecError> {
+    crate::shared::with_decode_scope(bufs, || decode(bytes))
+}
+
 fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
     if used == len {
         Ok(())

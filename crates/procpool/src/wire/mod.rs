@@ -13,6 +13,7 @@ pub fn serve_in_memory(
     mut input: &[u8],
 ) -> (Vec<u8>, Result<(), String>) {
     let mut output = Vec::new();
-    let result = worker::serve(registry, &mut input, &mut output, None).map_err(|e| e.to_string());
+    let result = worker::serve(registry, &mut input, &mut output, &worker::NoFds, None)
+        .map_err(|e| e.to_string());
     (output, result)
 }

@@ -11,7 +11,7 @@ use crate::error::JobError;
 use serde::{Deserialize, Serialize};
 
 /// The protocol spoken by this build; both sides refuse a peer with another one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Coordinator → worker.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -39,6 +39,30 @@ pub enum Down<'a> {
         #[serde(with = "serde_bytes")]
         payload: &'a [u8],
     },
+    /// The per-worker context, in shared memory: the descriptors of `regions.len()` sealed
+    /// shared objects came with the bytes before this frame (`SCM_RIGHTS`), in order.
+    SharedContext {
+        /// The encoded context, when it travels inline (empty when `body` locates it).
+        #[serde(with = "serde_bytes")]
+        inline: &'a [u8],
+        /// Where the encoded context lies in the shared objects, when not inline.
+        body: Option<BufDesc>,
+        /// The context's out-of-band buffers, by the index its body refers to them with.
+        buffers: Vec<BufDesc>,
+        /// The size of each shared object, in the order their descriptors came.
+        regions: Vec<u64>,
+    },
+}
+
+/// Bytes `offset..offset + len` of shared object `region`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BufDesc {
+    /// Index into the shared objects sent with the context.
+    pub region: u32,
+    /// First byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
 }
 
 /// One job inside a [`Down::Jobs`] frame.

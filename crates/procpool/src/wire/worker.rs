@@ -88,10 +88,37 @@ fn phase_clock() -> Option<u64> {
     tracing::enabled!(target: PHASE_TARGET, tracing::Level::TRACE).then(wall_ns)
 }
 
+/// Where the descriptors that came with the input are (a real worker's socket collects
+/// them; in-memory tests hand them over directly).
+pub(crate) trait FdSource {
+    /// Every descriptor received so far and not yet taken, in arrival order.
+    fn take_fds(&self) -> Vec<std::os::fd::OwnedFd>;
+}
+
+/// No descriptors ever (in-memory input).
+pub(crate) struct NoFds;
+
+impl FdSource for NoFds {
+    fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
+        Vec::new()
+    }
+}
+
+impl FdSource for std::sync::Mutex<Vec<std::os::fd::OwnedFd>> {
+    fn take_fds(&self) -> Vec<std::os::fd::OwnedFd> {
+        std::mem::take(
+            &mut *self
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// Both halves of a worker's connection to its coordinator.
 pub(crate) struct Conn<'a> {
     rx: Rx<'a>,
     tx: Tx<'a>,
+    fds: &'a dyn FdSource,
     fault: Option<Fault>,
 }
 
@@ -202,9 +229,11 @@ impl<'a> Conn<'a> {
     pub(crate) fn new(
         input: &'a mut dyn Read,
         output: &'a mut dyn Output,
+        fds: &'a dyn FdSource,
         fault: Option<Fault>,
     ) -> Conn<'a> {
         Conn {
+            fds,
             fault,
             rx: Rx {
                 reader: FrameReader::new(frame::DEFAULT_MAX_FRAME),
@@ -287,9 +316,10 @@ pub(crate) fn serve(
     registry: &Registry,
     input: &mut dyn Read,
     output: &mut dyn Output,
+    fds: &dyn FdSource,
     fault: Option<Fault>,
 ) -> Result<(), WorkerError> {
-    let mut conn = Conn::new(input, output, fault);
+    let mut conn = Conn::new(input, output, fds, fault);
     let protocol = match fault {
         Some(Fault::Version(v)) => v,
         _ => PROTOCOL_VERSION,
@@ -371,6 +401,7 @@ fn describe(msg: &Down<'_>) -> &'static str {
         Down::Context { .. } => "a context",
         Down::Jobs(_) => "jobs",
         Down::Run { .. } => "a process target",
+        Down::SharedContext { .. } => "a shared context",
     }
 }
 
@@ -408,7 +439,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// The pool loop for task `T` (registered per task in the [`Registry`]).
 pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError> {
-    let Conn { rx, tx, fault } = conn;
+    let Conn { rx, tx, fds, fault } = conn;
     let fault = *fault;
     let mut sent = 0u64;
     let Some(frame) = rx.recv(tx)? else {
@@ -421,6 +452,29 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
                 return Err(refuse(
                     tx,
                     format!("could not decode the context of task {:?}: {e}", T::NAME),
+                ));
+            }
+        },
+        Ok(Down::SharedContext {
+            inline,
+            body,
+            buffers,
+            regions,
+        }) => match crate::context::install::<T::Context>(
+            inline,
+            body,
+            &buffers,
+            &regions,
+            fds.take_fds(),
+        ) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                return Err(refuse(
+                    tx,
+                    format!(
+                        "could not install the shared context of task {:?}: {e}",
+                        T::NAME
+                    ),
                 ));
             }
         },
@@ -621,7 +675,7 @@ mod tests {
             }]),
         ]);
         let mut out = Vec::new();
-        serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap();
+        serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap();
         let got = replies(&out);
         assert!(matches!(
             got[0],
@@ -647,7 +701,7 @@ mod tests {
     fn refuses_unknown_task_and_other_versions() {
         let input = frames(&[hello("nope")]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap_err();
         assert!(
             err.to_string().contains("no task or target named \"nope\""),
             "{err}"
@@ -661,7 +715,7 @@ mod tests {
             max_frame: 1024,
         }]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap_err();
         assert!(err.to_string().contains("protocol version"), "{err}");
     }
 
@@ -669,19 +723,19 @@ mod tests {
     fn garbage_and_truncation_are_errors_not_panics() {
         let mut out = Vec::new();
         let garbage = [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff];
-        assert!(serve(&registry(), &mut garbage.as_slice(), &mut out, None).is_err());
+        assert!(serve(&registry(), &mut garbage.as_slice(), &mut out, &NoFds, None).is_err());
 
         let ctx = codec::encode(&1u64).unwrap();
         let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &ctx }]);
         input.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap_err();
         assert!(err.to_string().contains("middle of a frame"), "{err}");
 
         let mut input = frames(&[hello("add-ctx"), Down::Context { payload: &[1, 2] }]);
         input.truncate(input.len());
         let mut out = Vec::new();
-        let err = serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap_err();
+        let err = serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap_err();
         assert!(
             err.to_string().contains("could not decode the context"),
             "{err}"
@@ -700,7 +754,7 @@ mod tests {
             }]),
         ]);
         let mut out = Vec::new();
-        serve(&registry(), &mut input.as_slice(), &mut out, None).unwrap();
+        serve(&registry(), &mut input.as_slice(), &mut out, &NoFds, None).unwrap();
         assert!(matches!(
             replies(&out).last(),
             Some(Up::Done {

@@ -292,16 +292,22 @@ fn drain_lines(reader: io::PipeReader, label: &str, forward: bool, tail: &Tail) 
 }
 
 /// The socket to the coordinator, as a blocking stream that spins briefly before sleeping.
+/// Reading keeps the descriptors that come with the bytes (a shared context's objects).
 struct WorkerSocket {
     sock: UnixStream,
     spinner: Spinner,
+    fds: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl Read for WorkerSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut waiting_since = None;
         loop {
-            match (&self.sock).read(buf) {
+            let got = {
+                let mut fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
+                crate::os::shm::recv_with_fds(self.sock.as_fd(), buf, &mut fds)
+            };
+            match got {
                 Ok(n) => {
                     if let Some(since) = waiting_since {
                         self.spinner.record(Instant::elapsed(&since));
@@ -496,15 +502,18 @@ pub(crate) fn worker_main(registry: &Registry) -> i32 {
             return EXIT_PROTOCOL;
         }
     };
+    let fds = Arc::new(Mutex::new(Vec::new()));
     let mut io = WorkerSocket {
         sock,
         spinner: Spinner::new(spin),
+        fds: Arc::clone(&fds),
     };
     let mut input = &mut io;
     let output = input.sock.try_clone().and_then(|sock| {
         DeadlineWriter::new(WorkerSocket {
             sock,
             spinner: Spinner::new(Duration::ZERO),
+            fds: Arc::default(),
         })
     });
     let mut output = match output {
@@ -527,7 +536,7 @@ pub(crate) fn worker_main(registry: &Registry) -> i32 {
         },
         Err(_) => None,
     };
-    match worker::serve(registry, &mut input, &mut output, fault) {
+    match worker::serve(registry, &mut input, &mut output, &*fds, fault) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("procpool worker {}: {e}", std::process::id());

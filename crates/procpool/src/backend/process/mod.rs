@@ -9,6 +9,7 @@ pub(crate) mod unix;
 
 use super::peer::Peer;
 use super::{EngineConfig, Event, PHASE_TARGET, Payload, Waiter, WorkerKey};
+use crate::context::ContextImage;
 use crate::error::Error;
 use crate::task::Task;
 use crate::wire::frame::{self, FrameError};
@@ -17,7 +18,7 @@ use child::{ChildOutput, ChildProc, describe_exit};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +44,15 @@ struct ProcWorker {
     /// We asked it to finish: our write side is shut once `out` is drained.
     closing: bool,
     write_shut: bool,
+    /// The shared context's descriptors still have to go with the next write.
+    fds_pending: bool,
 }
 
 /// Worker processes over socket pairs.
 pub(crate) struct ProcessEngine<T: Task> {
     cfg: EngineConfig,
     task: &'static str,
-    context: Arc<Vec<u8>>,
+    context: Arc<ContextImage>,
     workers: Vec<ProcWorker>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
@@ -59,18 +62,21 @@ pub(crate) struct ProcessEngine<T: Task> {
 }
 
 impl<T: Task> ProcessEngine<T> {
-    /// An engine that will hand `context` (encoded) to every worker it starts.
-    pub(crate) fn new(cfg: EngineConfig, context: Vec<u8>) -> Result<Self, Error> {
-        // The context frame: header, message tag, byte-string length, then the bytes.
-        let frame = context.len() as u64 + 16;
-        if frame > u64::from(cfg.max_frame) {
-            return Err(Error::Config(format!(
-                "the context of task {:?} ({} bytes) does not fit in a frame of at most {} bytes; \
-                 raise it with max_frame_bytes",
-                T::NAME,
-                context.len(),
-                cfg.max_frame
-            )));
+    /// An engine that will hand `context` to every worker it starts.
+    pub(crate) fn new(cfg: EngineConfig, context: ContextImage) -> Result<Self, Error> {
+        if let ContextImage::Inline(bytes) = &context {
+            // The context frame: header, message tag, byte-string length, then the bytes.
+            let frame = bytes.len() as u64 + 16;
+            if frame > u64::from(cfg.max_frame) {
+                return Err(Error::Config(format!(
+                    "the context of task {:?} ({} bytes) does not fit in a frame of at most {} \
+                     bytes; raise it with max_frame_bytes, or let it travel in shared memory \
+                     (share_context_above)",
+                    T::NAME,
+                    bytes.len(),
+                    cfg.max_frame
+                )));
+            }
         }
         let (wake_rx, wake_tx) =
             UnixStream::pair().map_err(|e| Error::io("could not create the wake-up socket", e))?;
@@ -104,15 +110,13 @@ impl<T: Task> ProcessEngine<T> {
         .map_err(|e| Error::Spawn(format!("could not start a worker process: {e}")))?;
         sock.set_nonblocking(true)
             .map_err(|e| Error::io("could not configure a worker socket", e))?;
-        let mut out = Vec::with_capacity(self.context.len() + 256);
         let greeting = Down::Hello {
             protocol: PROTOCOL_VERSION,
             task: self.task,
             max_frame: self.cfg.max_frame,
         };
-        let context = Down::Context {
-            payload: &self.context,
-        };
+        let context = self.context.message();
+        let mut out = Vec::new();
         for msg in [&greeting, &context] {
             frame::write_frame(&mut out, msg, self.cfg.max_frame)
                 .map_err(|e| Error::Spawn(format!("could not encode the greeting: {e}")))?;
@@ -120,8 +124,9 @@ impl<T: Task> ProcessEngine<T> {
         let pid = child.pid();
         tracing::debug!(
             pid,
-            bytes = self.context.len(),
-            "greeting and context sent to the worker"
+            inline_bytes = out.len(),
+            shared_bytes = self.context.shared_bytes(),
+            "greeting and context queued for the worker"
         );
         self.workers.push(ProcWorker {
             key,
@@ -133,6 +138,7 @@ impl<T: Task> ProcessEngine<T> {
             killed: false,
             closing: false,
             write_shut: false,
+            fds_pending: !self.context.fds().is_empty(),
         });
         Ok(pid)
     }
@@ -146,7 +152,7 @@ impl<T: Task> ProcessEngine<T> {
 
     pub(crate) fn flush(&mut self) {
         for w in &mut self.workers {
-            self.bytes_out += flush_worker(w);
+            self.bytes_out += flush_worker(w, &self.context);
         }
     }
 
@@ -174,7 +180,7 @@ impl<T: Task> ProcessEngine<T> {
         let mut i = 0;
         while i < self.workers.len() {
             let w = &mut self.workers[i];
-            self.bytes_out += flush_worker(w);
+            self.bytes_out += flush_worker(w, &self.context);
             let (bytes, ended) = read_worker::<T>(w, events);
             self.bytes_in += bytes;
             // Reaped without an end of input: a grandchild holds the socket open. What the
@@ -212,12 +218,16 @@ impl<T: Task> ProcessEngine<T> {
     pub(crate) fn close(&mut self, key: WorkerKey) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
             w.closing = true;
-            self.bytes_out += flush_worker(w);
+            self.bytes_out += flush_worker(w, &self.context);
         }
     }
 
     pub(crate) fn max_frame(&self) -> u32 {
         self.cfg.max_frame
+    }
+
+    pub(crate) fn context_shared_bytes(&self) -> u64 {
+        self.context.shared_bytes() as u64
     }
 
     pub(crate) fn wire_bytes(&self) -> (u64, u64) {
@@ -226,12 +236,19 @@ impl<T: Task> ProcessEngine<T> {
 }
 
 /// Writes what the socket takes without blocking; shuts our side when closing and done.
-fn flush_worker(w: &mut ProcWorker) -> u64 {
+/// The first write to a new worker carries the shared context's descriptors.
+fn flush_worker(w: &mut ProcWorker, context: &ContextImage) -> u64 {
     let _phase = (w.out_pos < w.out.len())
         .then(|| tracing::trace_span!(target: PHASE_TARGET, "write").entered());
     let mut written = 0u64;
     while w.out_pos < w.out.len() {
-        match (&w.sock).write(&w.out[w.out_pos..]) {
+        let sent = if w.fds_pending {
+            crate::os::shm::send_with_fds(w.sock.as_fd(), &w.out[w.out_pos..], &context.fds())
+                .inspect(|_| w.fds_pending = false)
+        } else {
+            (&w.sock).write(&w.out[w.out_pos..])
+        };
+        match sent {
             Ok(0) => break,
             Ok(n) => {
                 w.out_pos += n;
