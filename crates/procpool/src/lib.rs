@@ -43,6 +43,7 @@ compile_error!(
 
 mod backend;
 mod error;
+pub mod journal;
 mod pool;
 mod process;
 mod reorder;
@@ -54,6 +55,7 @@ pub mod wire;
 pub use backend::Backend;
 pub use backend::process::child::describe_status;
 pub use error::{Error, JobError, Result};
+pub use journal::{Journal, JournalError, JournalOptions};
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
 };
