@@ -45,6 +45,7 @@ mod backend;
 mod context;
 mod error;
 mod os;
+pub mod journal;
 mod pool;
 mod process;
 mod reorder;
@@ -58,6 +59,7 @@ pub use backend::Backend;
 pub use backend::process::child::describe_status;
 pub use bytemuck::Pod;
 pub use error::{Error, JobError, Result};
+pub use journal::{Journal, JournalError, JournalOptions};
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
 };

@@ -360,3 +360,39 @@ fn faults() {
         "job_timeout did not fire",
     );
 }
+
+#[test]
+fn journal() {
+    let r = run("journal");
+    r.check(
+        number_after(r.line("first run:"), "recorded") == 7,
+        "the first run did not record 7 results",
+    );
+    let refused = r.line("resume with another seed:");
+    r.check(
+        refused.contains("header field \"seed\": the journal has \"7\", this run has \"8\""),
+        "the wrong seed was not refused by name with both values",
+    );
+    r.check(
+        number_after(r.line("resumed:"), "resumed:") == 6,
+        "the resume did not recover the 6 intact results",
+    );
+    r.check(
+        number_after(r.line("torn last record dropped:"), "dropped:") > 0,
+        "the cut-short record was not reported",
+    );
+    r.check(
+        list_after(r.line("ran the missing positions"), "positions") == (6..16).collect::<Vec<_>>(),
+        "the resume did not run exactly positions 6..16",
+    );
+    r.check(
+        r.line("identical to an uninterrupted run:")
+            .ends_with("true"),
+        "the resumed outputs differ from an uninterrupted run's",
+    );
+    r.check(
+        r.line("complete journal:")
+            .contains(" 0 missing, 16 recovered"),
+        "the complete journal still had missing positions",
+    );
+}
