@@ -4,6 +4,10 @@
 //! - `empty_jobs/chunk1/<backend>` and `empty_jobs/auto/<backend>`: 10,000 no-op jobs through
 //!   `pool.map`, with `Chunk::Fixed(1)` and `Chunk::Auto`, reported as jobs per second.
 //!
+//! - `context/<inline|shared>/<bytes>`: building a 2-worker process pool whose context is a
+//!   byte vector of that size, inline on each worker's socket or in one shared-memory object
+//!   that both map (and dropping it): where sharing starts to pay (`SHARE_ABOVE`).
+//!
 //! Run with `cargo bench -p procpool` (filter with e.g. `cargo bench -p procpool -- process`).
 //! Pools are built once, outside the timed loops. This binary is also the worker: `main`
 //! hands it to `serve_if_worker` before criterion sees the command line.
@@ -23,6 +27,17 @@ impl Task for Nop {
     type Context = ();
     type Output = ();
     fn run(self, _: &()) {}
+}
+
+/// Has a byte context (one byte string: encoding it is a copy); does nothing with it.
+#[derive(Serialize, Deserialize)]
+struct Bytes;
+
+impl Task for Bytes {
+    const NAME: &'static str = "bytes";
+    type Context = serde_bytes::ByteBuf;
+    type Output = ();
+    fn run(self, _: &serde_bytes::ByteBuf) {}
 }
 
 const WORKERS: usize = 2;
@@ -83,10 +98,38 @@ fn empty_jobs(c: &mut Criterion) {
     group.finish();
 }
 
+fn context(c: &mut Criterion) {
+    let mut group = c.benchmark_group("context");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for bytes in [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 8 << 20] {
+        let ctx = serde_bytes::ByteBuf::from(vec![7u8; bytes]);
+        for (label, share_above) in [("inline", usize::MAX), ("shared", 0)] {
+            group.bench_function(BenchmarkId::new(label, bytes), |b| {
+                b.iter(|| {
+                    let pool = Pool::<Bytes>::builder()
+                        .workers(WORKERS)
+                        .share_context_above(share_above)
+                        .context(ctx.clone())
+                        .build();
+                    match pool {
+                        Ok(pool) => drop(pool),
+                        Err(e) => panic!("could not build a pool: {e}"),
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn main() {
-    procpool::serve_if_worker(Registry::new().task::<Nop>());
+    procpool::serve_if_worker(Registry::new().task::<Nop>().task::<Bytes>());
     let mut c = Criterion::default().configure_from_args();
     apply_round_trip(&mut c);
     empty_jobs(&mut c);
+    context(&mut c);
     c.final_summary();
 }
