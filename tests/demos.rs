@@ -233,7 +233,7 @@ fn cost_times_every_phase_of_a_round_trip() {
     let r = demo("cost", &[]);
     let backends = r["backends"].as_array().expect("backends");
     assert_eq!(backends.len(), 2, "{r}");
-    for (b, phases) in backends.iter().zip([15, 7]) {
+    for (b, phases) in backends.iter().zip([8, 6]) {
         let list = b["phases"].as_array().expect("phases");
         assert_eq!(list.len(), phases, "{b}");
         assert!(b["complete"].as_u64() >= Some(100), "{b}");
@@ -244,7 +244,9 @@ fn cost_times_every_phase_of_a_round_trip() {
         let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
         assert!(names.contains(&"compute: Task::run"), "{names:?}");
         assert!(
-            names.contains(&"reorder: deliver to the request"),
+            names
+                .iter()
+                .any(|n| n.starts_with("reorder: deliver to the request")),
             "{names:?}"
         );
         // The rows are consecutive marks: their means add up to the mean round trip.
@@ -264,13 +266,15 @@ fn cost_times_every_phase_of_a_round_trip() {
         .collect();
     for phase in [
         "serialize the job (bincode)",
-        "write it to the worker's socket",
+        "the worker wakes up and reads it",
         "decode the job",
         "encode the result",
-        "write it back to the socket",
-        "decode the result",
+        "decodes the result",
     ] {
-        assert!(process.contains(&phase), "{phase} missing from {process:?}");
+        assert!(
+            process.iter().any(|p| p.contains(phase)),
+            "{phase} missing from {process:?}"
+        );
     }
 }
 

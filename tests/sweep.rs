@@ -280,8 +280,8 @@ fn verbose_shows_the_life_of_the_pool() {
     for needle in [
         "worker spawned",
         "context",
-        "jobs dispatched",
-        "result received",
+        "chunk dispatched",
+        "results received",
         "worker exited with code 0",
     ] {
         assert!(

@@ -176,19 +176,6 @@ impl RunConfig {
             }
             None => parzen::default_widths(),
         };
-        if backend == Backend::Process {
-            let context = samples.len() as u64 * 8 + 64;
-            let limit = u64::from(procpool::wire::frame::DEFAULT_MAX_FRAME);
-            if context > limit {
-                return Err(AppError::usage(format!(
-                    "{} samples make a {} MiB context, over the process backend's {} MiB frame \
-                     limit; use fewer samples or --backend thread",
-                    samples.len(),
-                    context >> 20,
-                    limit >> 20
-                )));
-            }
-        }
         if let Some(path) = &args.timeline {
             if path.extension().and_then(|e| e.to_str()) != Some("svg") {
                 return Err(AppError::usage(format!(

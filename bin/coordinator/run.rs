@@ -4,7 +4,7 @@ use crate::config::{RunConfig, Source};
 use crate::error::AppError;
 use crate::signals::{self, Interrupts};
 use crate::tasks::{Estimate, ParzenJob, SweepContext};
-use procpool::{Chunk, Error, JobError, Pool};
+use procpool::{Error, JobError, Pool};
 use serde::Serialize;
 use std::time::Instant;
 use tracing::info;
@@ -210,10 +210,7 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
         },
         point: cfg.point.clone(),
         true_density: cfg.true_density,
-        chunksize: match cfg.chunk {
-            Chunk::Auto => "auto".into(),
-            Chunk::Fixed(n) => n.to_string(),
-        },
+        chunksize: cfg.chunk.to_string(),
         chunksize_chosen,
         results,
         best,

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use procpool::wire::codec;
 use procpool::wire::frame::FrameReader;
-use procpool::wire::msg::{Down, Up};
+use procpool::wire::msg::{Down, JobResult, Up};
 use procpool::{JobError, Registry, Task};
 use serde::{Deserialize, Serialize};
 
@@ -27,11 +27,13 @@ fuzz_target!(|data: &[u8]| {
     for piece in data.chunks(61) {
         reader.push(piece);
         while let Ok(Some(body)) = reader.next_frame() {
-            let _ = codec::decode_borrowed::<Up<'_>>(body);
+            if let Ok(Up::Done { results, .. }) = codec::decode_borrowed::<Up<'_>>(body) {
+                let _ = codec::decode_prefix::<JobResult<'_>>(results);
+            }
             let _ = codec::decode_borrowed::<Down<'_>>(body);
         }
     }
     let _ = reader.finish();
     let _ = codec::decode::<JobError>(data);
-    let _ = procpool::wire::serve_in_memory(&Registry::new().task::<Echo>(), data);
+    let _ = procpool::serve_in_memory(&Registry::new().task::<Echo>(), data);
 });

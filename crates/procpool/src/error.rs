@@ -39,6 +39,11 @@ pub enum JobError {
     },
     /// The pool was terminated before the job finished.
     Terminated,
+    /// No worker could be started to run the job (the pool gave up; the reason says why).
+    NoWorker {
+        /// Why no worker can run.
+        reason: String,
+    },
 }
 
 impl fmt::Display for JobError {
@@ -72,6 +77,7 @@ impl fmt::Display for JobError {
                 write!(f, "could not encode or decode the job: {message}")
             }
             JobError::Terminated => write!(f, "the pool was terminated before the job finished"),
+            JobError::NoWorker { reason } => write!(f, "no worker could run the job: {reason}"),
         }
     }
 }
@@ -105,11 +111,11 @@ pub enum Error {
     /// A timed wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The process was started as a worker, but `main` never handed it to
-    /// [`serve_if_worker`](crate::serve_if_worker).
+    /// A pool was started from a task running in a pool's worker (nested pools are
+    /// refused, like Python's pool workers, which may not have children).
     #[error(
-        "this process was started as a procpool worker but did not call procpool::serve_if_worker \
-         first thing in main; refusing to start a pool from inside a worker"
+        "cannot start a pool or process from a task running in a pool's worker (nested pools \
+         are not supported); start it in the coordinator, or use a thread pool in the task"
     )]
     InsideWorker,
     /// An operating-system call failed.

@@ -41,52 +41,78 @@ compile_error!(
     "procpool supports Unix-like systems only (it re-executes itself and polls sockets)"
 );
 
-mod backend;
 mod context;
+mod engine;
 mod error;
-mod os;
 pub mod journal;
+mod os;
+mod policy;
 mod pool;
 mod process;
 mod reorder;
 mod shared;
-mod supervisor;
 mod table;
 mod task;
+mod worker;
+
+#[cfg(not(feature = "fuzzing"))]
+mod wire;
+/// The wire protocol (frames, the codec, the messages), exposed only for the fuzz target
+/// and the protocol's property tests (cargo feature `fuzzing`): not a stable API.
+#[cfg(feature = "fuzzing")]
 pub mod wire;
 
-pub use backend::Backend;
-pub use backend::process::child::describe_status;
+/// Runs the worker side of the protocol over in-memory input (cargo feature `fuzzing`):
+/// returns what it wrote and how it ended. Any input, however hostile, must end in a clean
+/// `Err`, never a panic or an unbounded allocation.
+#[cfg(feature = "fuzzing")]
+pub fn serve_in_memory(registry: &Registry, input: &[u8]) -> (Vec<u8>, Result<(), String>) {
+    worker::serve_in_memory(registry, input)
+}
+
 pub use bytemuck::Pod;
+pub use engine::Backend;
 pub use error::{Error, JobError, Result};
 pub use journal::{Journal, JournalError, JournalOptions};
+pub use os::child::describe_status;
+pub use policy::stats::{
+    Chunk, ChunkChoice, JobSpan, PoolStats, Timeline, WorkerPhases, WorkerRef, WorkerSpan,
+};
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
 };
 pub use process::{Process, Queue, QueueSender};
-pub use reorder::{Reorder, ReorderError};
 pub use shared::SharedSlice;
-pub use supervisor::{Chunk, ChunkChoice, JobSpan, PoolStats, Timeline, WorkerRef, WorkerSpan};
-pub use task::{Registry, Target, Task};
+pub use task::{Target, Task};
+pub use worker::Registry;
 
 /// Call first thing in `main`: in a worker process this serves the coordinator with the
 /// tasks and targets in `registry` and exits when it is done; anywhere else it returns at
 /// once. Code before it runs in every worker too.
+///
+/// A process is a worker only when the pool that started it says so three ways (an
+/// environment marker, a `__worker` argument, and its parent's pid); a stray marker in a
+/// shell is ignored with a warning. A worker removes the markers from its environment
+/// before serving, so programs its tasks start are ordinary processes.
 pub fn serve_if_worker(registry: Registry) {
-    if std::env::var_os(backend::process::child::WORKER_ENV).is_none() {
-        return;
+    match os::env::detect() {
+        os::env::Mode::Normal => {}
+        os::env::Mode::Orphaned => std::process::exit(os::env::EXIT_ORPHANED),
+        os::env::Mode::Worker(env) => {
+            os::env::strip_markers();
+            let code = worker::runtime::worker_main(&registry, &env);
+            std::process::exit(code);
+        }
     }
-    let code = backend::process::child::worker_main(&registry);
-    std::process::exit(code);
 }
 
 /// MPI: rank 0 coordinates, ranks 1..N are the workers of [`Backend::Mpi`] pools.
 #[cfg(feature = "mpi")]
 pub mod mpi {
-    pub use crate::backend::mpi::{Mpi, init};
+    pub use crate::engine::mpi::{Mpi, init};
 }
 
 /// Whether this process is a worker (started by a pool or [`Process::spawn`]).
 pub fn is_worker() -> bool {
-    std::env::var_os(backend::process::child::WORKER_ENV).is_some()
+    worker::runtime::in_worker() || matches!(os::env::detect_quiet(), os::env::Mode::Worker(_))
 }

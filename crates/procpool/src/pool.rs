@@ -11,16 +11,14 @@
 //! before blocking removes even those when results come fast. A helper thread drives the
 //! pool only while asynchronous requests are outstanding and nobody waits on them.
 
-use crate::backend::process::ProcessEngine;
-use crate::backend::process::child::WORKER_ENV;
-use crate::backend::serial::SerialEngine;
-use crate::backend::thread::ThreadEngine;
-use crate::backend::{Backend, Engine, EngineConfig, Event, Spinner};
+use crate::engine::process::ProcessEngine;
+use crate::engine::serial::SerialEngine;
+use crate::engine::thread::ThreadEngine;
+use crate::engine::{Backend, Engine, EngineConfig, Payload, Spinner};
 use crate::error::{Error, JobError};
+use crate::policy::stats::{Chunk, ChunkChoice, PoolStats, Timeline, WorkerRef};
+use crate::policy::{Command, Core, Event, Item, Settings, Sink};
 use crate::reorder::Reorder;
-use crate::supervisor::{
-    Chunk, ChunkChoice, Item, PoolStats, Settings, Sink, Supervisor, Timeline, WorkerRef,
-};
 use crate::task::Task;
 use crate::wire::{codec, frame};
 use std::collections::VecDeque;
@@ -46,31 +44,75 @@ pub struct Tagged<O> {
 }
 
 pub(crate) struct State<T: Task> {
-    sup: Supervisor<T>,
+    sup: Core<Payload<T>, T::Output>,
     engine: Engine<T>,
     leader: bool,
     spinner: Spinner,
     events: Vec<Event<T::Output>>,
     stop_driver: bool,
+    /// Jobs carry their submission numbers (fault injection is on: tests).
+    tags: bool,
 }
 
 impl<T: Task> State<T> {
     fn step(&mut self) {
+        let now = Instant::now();
         let mut events = std::mem::take(&mut self.events);
         self.engine.collect(&mut events);
         for event in events.drain(..) {
-            self.sup.handle(event, &mut self.engine);
+            self.sup.handle(event, now);
         }
         self.events = events;
-        self.sup.check_timeouts(&mut self.engine);
-        self.sup.replenish(&mut self.engine);
-        self.sup.dispatch(&mut self.engine);
+        self.sup.tick(now);
+        self.execute(now);
         self.engine.flush();
+    }
+
+    /// Carries out the core's commands on the engine (and feeds back what spawning gave).
+    fn execute(&mut self, now: Instant) {
+        loop {
+            let commands = self.sup.take_commands();
+            if commands.is_empty() {
+                return;
+            }
+            for c in commands {
+                match c {
+                    Command::Spawn { worker } => {
+                        let event = match self.engine.spawn(worker) {
+                            Ok(pid) => Event::Spawned { worker, pid },
+                            Err(e) => Event::SpawnFailed {
+                                worker,
+                                message: e.message,
+                                transient: e.transient,
+                            },
+                        };
+                        self.sup.handle(event, now);
+                    }
+                    Command::Send { worker, chunk } => {
+                        let tags = if self.tags {
+                            self.sup.tags(chunk)
+                        } else {
+                            Vec::new()
+                        };
+                        let jobs = self.sup.payloads_mut(chunk);
+                        self.engine.send(worker, chunk, jobs, &tags);
+                    }
+                    Command::Kill { worker } => {
+                        for (chunk, index, job) in self.engine.kill(worker) {
+                            self.sup.restore(chunk, index, Payload::Value(Some(job)));
+                        }
+                    }
+                    Command::Close { worker } => self.engine.close(worker),
+                }
+            }
+        }
     }
 
     /// Queues new work and sends what the workers have room for.
     fn submit_now(&mut self) {
-        self.sup.dispatch(&mut self.engine);
+        let now = Instant::now();
+        self.sup.tick(now);
+        self.execute(now);
         self.engine.flush();
     }
 }
@@ -88,25 +130,62 @@ impl<T: Task> Shared<T> {
     /// Makes progress until `done` holds, as leader or follower (see the module notes).
     fn drive<'a>(
         &'a self,
-        mut g: MutexGuard<'a, State<T>>,
-        mut done: impl FnMut(&mut State<T>) -> bool,
+        g: MutexGuard<'a, State<T>>,
+        done: impl FnMut(&mut State<T>) -> bool,
     ) -> MutexGuard<'a, State<T>> {
+        self.drive_until(g, None, done).0
+    }
+
+    /// Kills every worker and fails every unfinished job; the owner reaps.
+    fn terminate_now(&self) {
+        let mut g = self.lock();
+        g.sup.terminate();
+        g.execute(Instant::now());
+        g.engine.flush();
+        g.engine.wake();
+        drop(g);
+        self.cond.notify_all();
+    }
+
+    /// Like [`Shared::drive`], but gives up at `deadline` (a follower waits on the
+    /// condition variable no longer than that); returns whether `done` held.
+    fn drive_until<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, State<T>>,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&mut State<T>) -> bool,
+    ) -> (MutexGuard<'a, State<T>>, bool) {
         loop {
             if done(&mut g) {
-                return g;
+                return (g, true);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return (g, false);
             }
             if g.leader {
-                g = self.cond.wait(g).unwrap_or_else(PoisonError::into_inner);
+                g = match deadline {
+                    None => self.cond.wait(g).unwrap_or_else(PoisonError::into_inner),
+                    Some(d) => {
+                        self.cond
+                            .wait_timeout(g, d.saturating_duration_since(now))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                };
                 continue;
             }
             g.leader = true;
             let waiter = g.engine.waiter();
-            let timeout = g.sup.next_wakeup();
+            let mut wake = g.sup.next_wake(now);
+            if let Some(d) = deadline {
+                wake = wake.min(d);
+            }
+            let timeout = wake.saturating_duration_since(now);
             let spin = g.spinner.budget();
             drop(g);
-            let since = Instant::now();
             waiter.wait(timeout, spin);
-            let waited = since.elapsed();
+            let waited = now.elapsed();
             g = self.lock();
             g.leader = false;
             g.spinner.record(waited);
@@ -114,49 +193,70 @@ impl<T: Task> Shared<T> {
             self.cond.notify_all();
         }
     }
-
-    /// Kills every worker and fails every unfinished job; the owner reaps.
-    fn terminate_now(&self) {
-        let mut g = self.lock();
-        let State { sup, engine, .. } = &mut *g;
-        sup.terminate(engine);
-        engine.wake();
-        drop(g);
-        self.cond.notify_all();
-    }
-
-    /// Like [`Shared::drive`], but gives up at `deadline`; returns whether `done` held.
-    fn drive_until<'a>(
-        &'a self,
-        g: MutexGuard<'a, State<T>>,
-        deadline: Instant,
-        mut done: impl FnMut(&mut State<T>) -> bool,
-    ) -> (MutexGuard<'a, State<T>>, bool) {
-        let mut ok = false;
-        let g = self.drive(g, |s| {
-            ok = done(s);
-            ok || Instant::now() >= deadline
-        });
-        (g, ok)
-    }
 }
 
 /// Terminates a pool from any thread: kills every worker now and fails the unfinished
 /// jobs with [`JobError::Terminated`]; whoever owns the pool reaps the workers (its next
 /// call, `join`, or drop). Does nothing once the pool is gone.
-#[derive(Clone)]
-pub struct Terminator(Arc<dyn Fn() + Send + Sync>);
+///
+/// Get one from [`Pool::terminator`], or make one before the pool exists with
+/// [`Terminator::new`] and hand it to [`PoolBuilder::terminator`]: terminating it then
+/// stops the pool whenever it gets built — even while its workers are starting.
+#[derive(Clone, Default)]
+pub struct Terminator(Arc<TerminatorState>);
+
+#[derive(Default)]
+struct TerminatorState {
+    fired: std::sync::atomic::AtomicBool,
+    target: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
 
 impl Terminator {
-    /// Terminates the pool (idempotent).
+    /// A terminator bound to no pool yet.
+    pub fn new() -> Terminator {
+        Terminator::default()
+    }
+
+    /// Terminates the pool (idempotent); a pool bound later starts terminated.
     pub fn terminate(&self) {
-        (self.0)();
+        self.0
+            .fired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let target = self
+            .0
+            .target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(f) = target {
+            f();
+        }
+    }
+
+    /// Whether [`Terminator::terminate`] was called.
+    pub fn is_terminated(&self) -> bool {
+        self.0.fired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bind<T: Task>(&self, pool: &Pool<T>) {
+        let weak = Arc::downgrade(&pool.shared);
+        let f: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.terminate_now();
+            }
+        });
+        *self.0.target.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&f));
+        if self.is_terminated() {
+            f();
+        }
     }
 }
 
 impl std::fmt::Debug for Terminator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Terminator")
+        f.debug_struct("Terminator")
+            .field("terminated", &self.is_terminated())
+            .finish()
     }
 }
 
@@ -182,8 +282,12 @@ pub struct PoolBuilder<T: Task> {
     spin: Duration,
     forward_output: bool,
     startup_timeout: Duration,
+    ready_timeout: Duration,
+    stall_warning: Duration,
     record_jobs: bool,
+    record_phases: bool,
     share_above: usize,
+    terminator: Option<Terminator>,
 }
 
 impl<T: Task> Default for PoolBuilder<T> {
@@ -200,8 +304,12 @@ impl<T: Task> Default for PoolBuilder<T> {
             spin: Duration::from_micros(50),
             forward_output: true,
             startup_timeout: Duration::from_secs(30),
+            ready_timeout: Duration::from_secs(10),
+            stall_warning: Duration::from_secs(60),
             record_jobs: false,
+            record_phases: false,
             share_above: crate::context::SHARE_ABOVE,
+            terminator: None,
         }
     }
 }
@@ -273,9 +381,31 @@ impl<T: Task> PoolBuilder<T> {
         self
     }
 
-    /// How long workers may take to become ready (default 30 s).
+    /// How long the pool waits for its *first* ready worker before giving up (default 30
+    /// s): the case of a binary that never serves, not of a slow machine.
     pub fn startup_timeout(mut self, d: Duration) -> Self {
         self.startup_timeout = d;
+        self
+    }
+
+    /// How long each new worker has to greet and install its context (default 10 s); one
+    /// that misses it (frozen, stuck) is killed and replaced, after a back-off.
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.ready_timeout = d;
+        self
+    }
+
+    /// Without a job timeout, a worker whose running job makes no progress for this long is
+    /// reported once on the log (default 60 s); it is not stopped.
+    pub fn stall_warning(mut self, d: Duration) -> Self {
+        self.stall_warning = d;
+        self
+    }
+
+    /// A terminator made beforehand with [`Terminator::new`], so that a signal handler can
+    /// stop the pool even while it is starting.
+    pub fn terminator(mut self, t: &Terminator) -> Self {
+        self.terminator = Some(t.clone());
         self
     }
 
@@ -298,9 +428,23 @@ impl<T: Task> PoolBuilder<T> {
         self
     }
 
-    /// Starts the workers and waits until each has greeted and installed the context.
+    /// Also has process workers stamp when each job's phases ended (read, decoded,
+    /// computed, encoded) into [`JobSpan::phases`](crate::JobSpan::phases); implies
+    /// [`record_timeline`](Self::record_timeline). Off by default, when a worker's job loop
+    /// reads no clock at all.
+    pub fn record_phases(mut self, on: bool) -> Self {
+        self.record_phases = on;
+        if on {
+            self.record_jobs = true;
+        }
+        self
+    }
+
+    /// Starts the workers, and returns as soon as one of them has greeted and installed
+    /// the context (the others join as they become ready; one that misses its ready
+    /// deadline is killed and replaced). Fails only when no worker can be started at all.
     pub fn build(self) -> Result<Pool<T>, Error> {
-        if std::env::var_os(WORKER_ENV).is_some() {
+        if crate::worker::runtime::in_pool_worker() {
             return Err(Error::InsideWorker);
         }
         let workers = match self.workers {
@@ -343,6 +487,11 @@ impl<T: Task> PoolBuilder<T> {
             max_frame: self.max_frame,
             spin: self.spin,
             forward_output: self.forward_output,
+            flags: if self.record_phases {
+                crate::wire::msg::FLAG_PHASES
+            } else {
+                0
+            },
         };
         #[cfg_attr(not(feature = "mpi"), allow(unused_mut))]
         let mut workers = workers;
@@ -365,7 +514,7 @@ impl<T: Task> PoolBuilder<T> {
                 }
                 let bytes = codec::encode(&ctx)
                     .map_err(|e| Error::Config(format!("could not encode the context: {e}")))?;
-                let engine = crate::backend::mpi::MpiEngine::new(&cfg, &bytes)?;
+                let engine = crate::engine::mpi::MpiEngine::new(&cfg, &bytes)?;
                 let ranks = engine.ranks();
                 if self.workers.is_some_and(|w| w != ranks) {
                     return Err(Error::Config(format!(
@@ -377,15 +526,23 @@ impl<T: Task> PoolBuilder<T> {
                 Engine::Mpi(engine)
             }
         };
-        let sup = Supervisor::new(Settings {
-            backend: self.backend,
-            workers,
-            chunk: self.chunk,
-            window: self.window,
-            retries: self.retries,
-            job_timeout: self.job_timeout,
-            record_jobs: self.record_jobs,
-        });
+        let started = Instant::now();
+        let sup = Core::new(
+            Settings {
+                workers,
+                chunk: self.chunk,
+                window: self.window,
+                retries: self.retries,
+                job_timeout: self.job_timeout,
+                record_jobs: self.record_jobs,
+                inline: self.backend == Backend::Serial,
+                timeout_names_pid: self.backend == Backend::Process,
+                ready_timeout: self.ready_timeout,
+                startup_timeout: self.startup_timeout,
+                stall_warning: self.stall_warning,
+            },
+            started,
+        );
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 sup,
@@ -394,6 +551,7 @@ impl<T: Task> PoolBuilder<T> {
                 spinner: Spinner::new(self.spin),
                 events: Vec::new(),
                 stop_driver: false,
+                tags: std::env::var_os(crate::os::env::FAULT_ENV).is_some(),
             }),
             cond: Condvar::new(),
         });
@@ -403,35 +561,28 @@ impl<T: Task> PoolBuilder<T> {
             backend: self.backend,
             workers,
         };
-        let started = Instant::now();
+        if let Some(t) = &self.terminator {
+            t.bind(&pool);
+        }
         {
             let mut g = pool.shared.lock();
-            let State { sup, engine, .. } = &mut *g;
-            sup.start(engine)?;
-            let deadline = started + self.startup_timeout;
-            let (mut g, _) = pool.shared.drive_until(g, deadline, |s| {
-                s.sup.all_ready() || s.sup.startup_error().is_some()
-            });
-            if !g.sup.all_ready() {
-                let why = g.sup.startup_error().unwrap_or_else(|| {
-                    format!(
-                        "workers were not ready after {:?} (did main call procpool::serve_if_worker first?)",
-                        self.startup_timeout
-                    )
-                });
-                let State { sup, engine, .. } = &mut *g;
-                sup.terminate(engine);
+            g.sup.start(started);
+            g.execute(started);
+            g.engine.flush();
+            let (g, _) = pool
+                .shared
+                .drive_until(g, None, |s| s.sup.ready_workers() > 0 || s.sup.stopped());
+            if g.sup.ready_workers() == 0 {
+                let err = g.sup.refusal().unwrap_or(Error::Closed);
                 drop(g);
-                pool.reap_all();
-                return Err(Error::Spawn(why));
+                pool.terminate();
+                return Err(err);
             }
-            g.sup.mark_running();
         }
         info!(
             backend = %pool.backend,
             workers,
-            pids = ?pool.pids(),
-            "pool ready in {:.2?}",
+            "pool ready in {:.2?} (first worker)",
             started.elapsed()
         );
         Ok(pool)
@@ -560,30 +711,26 @@ impl<T: Task> Pool<T> {
     /// A handle that terminates this pool from another thread (a signal handler thread,
     /// a watchdog) without owning it.
     pub fn terminator(&self) -> Terminator {
-        let weak = Arc::downgrade(&self.shared);
-        Terminator(Arc::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.terminate_now();
-            }
-        }))
+        let t = Terminator::new();
+        t.bind(self);
+        t
     }
 
     /// Lets every worker exit and reaps it; kills what outlives the grace period.
     fn reap_all(&self) {
         let mut g = self.shared.lock();
-        {
-            let State { sup, engine, .. } = &mut *g;
-            sup.begin_shutdown(engine);
-            engine.flush();
-        }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let now = Instant::now();
+        g.sup.begin_shutdown();
+        g.execute(now);
+        g.engine.flush();
+        let deadline = now + SHUTDOWN_GRACE;
         let (mut g, clean) = self
             .shared
-            .drive_until(g, deadline, |s| s.sup.live_workers() == 0);
+            .drive_until(g, Some(deadline), |s| s.sup.live_workers() == 0);
         if !clean {
-            let State { sup, engine, .. } = &mut *g;
             debug!("workers still alive after {SHUTDOWN_GRACE:?}; killing them");
-            sup.kill_all(engine);
+            g.sup.kill_all();
+            g.execute(Instant::now());
             drop(self.shared.drive(g, |s| s.sup.live_workers() == 0));
         }
     }
@@ -592,13 +739,13 @@ impl<T: Task> Pool<T> {
         let n = jobs.len();
         let mut g = self.shared.lock();
         let payloads: Vec<_> = jobs.into_iter().map(|j| g.engine.payload(j)).collect();
-        let slots = (0..n).map(|_| None).collect();
-        let req = g.sup.open(Sink::Collect { slots, filled: 0 }, is_async)?;
+        let req = g.sup.open(Sink::collect(n), is_async)?;
         if n > 1 {
             g.sup.hint_len(n);
         }
+        let now = Instant::now();
         for (pos, p) in payloads.into_iter().enumerate() {
-            g.sup.submit(req, pos as u64, p);
+            g.sup.submit(req, pos as u64, p, now);
         }
         g.submit_now();
         Ok(req)
@@ -781,9 +928,10 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
         }
         let mut g = self.pool.shared.lock();
         g.sup.grow_window(req, window as usize);
-        for job in fresh {
-            let payload = g.engine.payload(job);
-            g.sup.submit(req, self.submitted, payload);
+        let payloads: Vec<_> = fresh.into_iter().map(|j| g.engine.payload(j)).collect();
+        let now = Instant::now();
+        for payload in payloads {
+            g.sup.submit(req, self.submitted, payload, now);
             self.submitted += 1;
         }
         g.submit_now();
@@ -905,7 +1053,7 @@ impl<T: Task, V> Source<V> for PoolSource<T, V> {
             }
             Some(d) => {
                 self.shared
-                    .drive_until(g, d, |s| s.sup.is_complete(self.req))
+                    .drive_until(g, Some(d), |s| s.sup.is_complete(self.req))
                     .1
             }
         }

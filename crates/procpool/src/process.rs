@@ -9,8 +9,8 @@
 //! threads as data arrives, so a child never blocks on a full pipe and joining children
 //! before reading the queue cannot deadlock (a known trap of Python's Queue).
 
-use crate::backend::process::child::{ChildOutput, ChildProc, describe_status};
 use crate::error::Error;
+use crate::os::child::{ChildOutput, ChildProc, describe_status};
 use crate::task::Target;
 use crate::wire::codec;
 use crate::wire::frame::{self, FrameReader};
@@ -39,7 +39,7 @@ impl Process {
     /// [`serve_if_worker`](crate::serve_if_worker) with a registry that has the target).
     /// Returns once the child has the target.
     pub fn spawn<T: Target>(target: T) -> Result<Process, Error> {
-        if std::env::var_os(crate::backend::process::child::WORKER_ENV).is_some() {
+        if crate::worker::runtime::in_pool_worker() {
             return Err(Error::InsideWorker);
         }
         let payload = codec::encode(&target)
@@ -56,6 +56,7 @@ impl Process {
                 protocol: PROTOCOL_VERSION,
                 task: T::NAME,
                 max_frame: max,
+                flags: 0,
             },
             max,
         )?;

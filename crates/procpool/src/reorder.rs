@@ -48,13 +48,9 @@ impl<R> Reorder<R> {
     }
 
     /// Results held, waiting for an earlier position.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held
-    }
-
-    /// The window size.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// Widens the window (never narrows it below what is held).
@@ -105,6 +101,7 @@ impl<R> Reorder<R> {
     }
 
     /// Skips the next position without a result (the caller accounted for it elsewhere).
+    #[cfg(test)]
     pub fn skip(&mut self) {
         if let Some(slot) = self.slots.pop_front() {
             if slot.is_some() {

@@ -66,16 +66,13 @@ impl<V> IdTable<V> {
     }
 
     /// Live values.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether there are none.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Live ids and values, oldest first.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
         let base = self.base;
         self.slots
@@ -90,6 +87,7 @@ impl<V> IdTable<V> {
     }
 
     /// Live ids, oldest first.
+    #[cfg(test)]
     pub(crate) fn keys(&self) -> impl Iterator<Item = u64> + '_ {
         self.iter().map(|(k, _)| k)
     }

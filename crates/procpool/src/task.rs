@@ -1,12 +1,14 @@
-//! What runs in a worker: `Task` (a pool job), `Target` (a `Process` body), and the
-//! `Registry` that lets a worker find either by its stable name.
+//! What runs in a worker: `Task` (a pool job) and `Target` (a `Process` body), and how a
+//! task's panic becomes a value (its job's error) instead of the worker's end.
 //!
 //! No function pointers cross the process boundary: the worker is the same binary,
-//! re-executed, and looks the code up by name in the registry `main` handed to
-//! [`serve_if_worker`](crate::serve_if_worker).
+//! re-executed, and looks the code up by its stable name in the
+//! [`Registry`](crate::Registry) `main` handed to [`serve_if_worker`](crate::serve_if_worker).
 
-use crate::wire::worker::{self, Conn, WorkerError};
+use crate::error::JobError;
 use serde::{Serialize, de::DeserializeOwned};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
 
 /// One kind of pool job: a serializable value that a worker turns into an output.
 ///
@@ -44,84 +46,34 @@ pub trait Target: Serialize + DeserializeOwned + 'static {
     fn run(self);
 }
 
-type ServeFn = fn(&mut Conn<'_>) -> Result<(), WorkerError>;
-type RunFn = fn(&[u8]) -> Result<(), String>;
-
-#[derive(Clone, Copy)]
-enum Entry {
-    Task(ServeFn),
-    Target(RunFn),
+/// Runs one job, catching a panic; returns the outcome and the nanoseconds it ran.
+pub(crate) fn run_caught<T: Task>(task: T, ctx: &T::Context) -> (Result<T::Output, JobError>, u64) {
+    let start = Instant::now();
+    IN_TASK.with(|t| t.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
+    IN_TASK.with(|t| t.set(false));
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    (
+        result.map_err(|payload| JobError::Panicked {
+            message: panic_message(payload.as_ref()),
+        }),
+        ns,
+    )
 }
 
-/// The tasks and targets this binary can run in a worker, by name.
-#[derive(Default, Clone)]
-pub struct Registry {
-    entries: Vec<(&'static str, Entry)>,
+thread_local! {
+    /// Whether this thread is inside `Task::run` (where a panic is caught and becomes the
+    /// job's error), for panic hooks that must tell such panics from fatal ones.
+    pub(crate) static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Registry {
-        Registry::default()
-    }
-
-    /// Registers a pool task.
-    ///
-    /// # Panics
-    /// When another task or target already has the same name (a programming error).
-    pub fn task<T: Task>(mut self) -> Registry {
-        self.insert(T::NAME, Entry::Task(worker::serve_task::<T>));
-        self
-    }
-
-    /// Registers a process target.
-    ///
-    /// # Panics
-    /// When another task or target already has the same name (a programming error).
-    pub fn target<T: Target>(mut self) -> Registry {
-        self.insert(T::NAME, Entry::Target(worker::run_target::<T>));
-        self
-    }
-
-    /// Whether a task or target with this name is registered.
-    pub fn contains(&self, name: &str) -> bool {
-        self.entries.iter().any(|(n, _)| *n == name)
-    }
-
-    /// The registered names, sorted.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.entries.iter().map(|(n, _)| *n).collect();
-        names.sort_unstable();
-        names
-    }
-
-    fn insert(&mut self, name: &'static str, entry: Entry) {
-        assert!(
-            !self.contains(name),
-            "procpool: two tasks or targets are registered under the name {name:?}"
-        );
-        self.entries.push((name, entry));
-    }
-
-    pub(crate) fn find_task(&self, name: &str) -> Option<ServeFn> {
-        self.entries.iter().find_map(|(n, e)| match e {
-            Entry::Task(f) if *n == name => Some(*f),
-            _ => None,
-        })
-    }
-
-    pub(crate) fn find_target(&self, name: &str) -> Option<RunFn> {
-        self.entries.iter().find_map(|(n, e)| match e {
-            Entry::Target(f) if *n == name => Some(*f),
-            _ => None,
-        })
-    }
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("names", &self.names())
-            .finish()
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
     }
 }

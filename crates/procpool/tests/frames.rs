@@ -115,7 +115,7 @@ proptest! {
     #[test]
     fn the_worker_loop_survives_arbitrary_input(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         let registry = Registry::new().task::<Echo>();
-        let ((out, _result), largest) = largest_allocation(|| procpool::wire::serve_in_memory(&registry, &bytes));
+        let ((out, _result), largest) = largest_allocation(|| procpool::serve_in_memory(&registry, &bytes));
         prop_assert!(largest <= allowed(bytes.len()).max(512 << 10), "{largest}");
         // It always greets first, whatever follows.
         prop_assert!(out.len() >= 4);

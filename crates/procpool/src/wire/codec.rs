@@ -107,6 +107,15 @@ pub(crate) fn decode_shared<T: DeserializeOwned>(
     crate::shared::with_decode_scope(bufs, || decode(bytes))
 }
 
+/// Decodes one value that borrows from the start of `bytes` (more may follow); returns it
+/// and how many bytes it took.
+pub fn decode_prefix<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, usize), CodecError> {
+    with_limit_for!(bytes.len(), |cfg| {
+        bincode::serde::borrow_decode_from_slice::<T, _>(bytes, cfg)
+    })
+    .map_err(|e| CodecError(format!("decode failed: {e}")))
+}
+
 fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
     if used == len {
         Ok(())

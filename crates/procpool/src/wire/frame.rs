@@ -102,6 +102,7 @@ impl FrameReader {
     }
 
     /// Appends bytes (used by tests and by in-memory peers).
+    #[cfg(any(test, feature = "fuzzing", feature = "mpi"))]
     pub fn push(&mut self, bytes: &[u8]) {
         self.make_room(bytes.len());
         self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);

@@ -24,6 +24,8 @@ pub enum Down<'a> {
         task: &'a str,
         /// Largest frame either side may send.
         max_frame: u32,
+        /// Options, [`FLAG_PHASES`] and so on.
+        flags: u32,
     },
     /// The per-worker context, sent once (Python's `initializer`).
     Context {
@@ -31,8 +33,19 @@ pub enum Down<'a> {
         #[serde(with = "serde_bytes")]
         payload: &'a [u8],
     },
-    /// Jobs to run in order; one frame may carry a chunk of several.
-    Jobs(Vec<JobMsg<'a>>),
+    /// Jobs `first..first + payloads.len()` of chunk `chunk`, to run in order (a chunk
+    /// too large for one frame comes in several).
+    Jobs {
+        /// The coordinator's id for the chunk (echoed in the results).
+        chunk: u64,
+        /// Index of the first of these jobs in the chunk.
+        first: u32,
+        /// Encoded task values.
+        #[serde(borrow)]
+        payloads: Vec<Bytes<'a>>,
+        /// Each job's submission number, only when fault injection is on (tests).
+        tags: Vec<u64>,
+    },
     /// Run a process target once, then exit.
     Run {
         /// Encoded target.
@@ -65,15 +78,12 @@ pub struct BufDesc {
     pub len: u64,
 }
 
-/// One job inside a [`Down::Jobs`] frame.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct JobMsg<'a> {
-    /// The coordinator's id for the job (echoed in the result).
-    pub id: u64,
-    /// Encoded task value.
-    #[serde(with = "serde_bytes")]
-    pub payload: &'a [u8],
-}
+/// A borrowed byte string (one job's encoded input).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bytes<'a>(#[serde(with = "serde_bytes")] pub &'a [u8]);
+
+/// Set in [`Down::Hello`]'s flags: time each job's phases (see [`Phases`]).
+pub const FLAG_PHASES: u32 = 1;
 
 /// Worker → coordinator.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -87,21 +97,50 @@ pub enum Up<'a> {
     },
     /// The context is installed; jobs may come.
     Ready,
-    /// One job's result.
+    /// Results of jobs `first..first + count` of chunk `chunk`: `count` [`JobResult`]s,
+    /// each encoded on its own, back to back in `results`.
     Done {
-        /// The job id from [`JobMsg::id`].
-        id: u64,
-        /// Nanoseconds the task itself ran.
-        compute_ns: u64,
-        /// What came of it.
-        #[serde(borrow)]
-        outcome: Outcome<'a>,
+        /// The chunk id from [`Down::Jobs`].
+        chunk: u64,
+        /// Index of the first result's job in the chunk.
+        first: u32,
+        /// How many results.
+        count: u32,
+        /// The encoded results.
+        #[serde(with = "serde_bytes")]
+        results: &'a [u8],
     },
     /// The worker refuses to serve (unknown task, version mismatch, bad context); it exits next.
     Refused {
         /// Why.
         reason: String,
     },
+}
+
+/// One job's result inside [`Up::Done`].
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobResult<'a> {
+    /// Nanoseconds the task itself ran.
+    pub compute_ns: u64,
+    /// What came of it.
+    #[serde(borrow)]
+    pub outcome: Outcome<'a>,
+    /// When its phases ended in the worker, if the coordinator asked ([`FLAG_PHASES`]).
+    pub phases: Option<Phases>,
+}
+
+/// When a job's phases ended in its worker: wall-clock nanoseconds since the Unix epoch,
+/// which other processes on the same machine can compare with their own clocks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Phases {
+    /// Its frame was read (or the job before it in the frame was done).
+    pub begun: u64,
+    /// Its input was decoded.
+    pub decoded: u64,
+    /// The task returned.
+    pub computed: u64,
+    /// Its result was encoded and queued for writing.
+    pub encoded: u64,
 }
 
 /// A job's outcome on the wire.
@@ -124,6 +163,7 @@ mod tests {
             protocol: 9,
             task: "t",
             max_frame: 1,
+            flags: 0,
         })
         .unwrap();
         assert_eq!(&down[..8], &[0, 0, 0, 0, 9, 0, 0, 0]);
@@ -138,26 +178,45 @@ mod tests {
     #[test]
     fn messages_round_trip_borrowed() {
         let payload = [1u8, 2, 3];
-        let msg = Down::Jobs(vec![
-            JobMsg {
-                id: 1,
-                payload: &payload,
-            },
-            JobMsg {
-                id: 2,
-                payload: &[],
-            },
-        ]);
+        let msg = Down::Jobs {
+            chunk: 4,
+            first: 1,
+            payloads: vec![Bytes(&payload), Bytes(&[])],
+            tags: vec![],
+        };
         let bytes = codec::encode(&msg).unwrap();
         assert_eq!(codec::decode_borrowed::<Down<'_>>(&bytes).unwrap(), msg);
-        let up = Up::Done {
-            id: 3,
+        let mut results = Vec::new();
+        let one = JobResult {
             compute_ns: 10,
             outcome: Outcome::Err(JobError::Panicked {
                 message: "boom".into(),
             }),
+            phases: None,
+        };
+        codec::encode_into(&one, &mut results).unwrap();
+        let two = JobResult {
+            compute_ns: 11,
+            outcome: Outcome::Ok(&payload),
+            phases: Some(Phases::default()),
+        };
+        codec::encode_into(&two, &mut results).unwrap();
+        let up = Up::Done {
+            chunk: 4,
+            first: 1,
+            count: 2,
+            results: &results,
         };
         let bytes = codec::encode(&up).unwrap();
-        assert_eq!(codec::decode_borrowed::<Up<'_>>(&bytes).unwrap(), up);
+        let back = codec::decode_borrowed::<Up<'_>>(&bytes).unwrap();
+        assert_eq!(back, up);
+        let Up::Done { results, .. } = back else {
+            unreachable!()
+        };
+        let (first, used) = codec::decode_prefix::<JobResult<'_>>(results).unwrap();
+        assert_eq!(first, one);
+        let (second, rest) = codec::decode_prefix::<JobResult<'_>>(&results[used..]).unwrap();
+        assert_eq!(second, two);
+        assert_eq!(used + rest, results.len());
     }
 }

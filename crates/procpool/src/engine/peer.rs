@@ -2,12 +2,13 @@
 //! bytes (a socket, MPI messages): frames in, events out, refusals and protocol errors
 //! turned into `Failed` events naming the worker.
 
-use super::{Event, PHASE_TARGET, WorkerKey};
+use super::WorkerKey;
 use crate::error::JobError;
+use crate::policy::{Event, Finished};
 use crate::task::Task;
 use crate::wire::codec;
 use crate::wire::frame::FrameReader;
-use crate::wire::msg::{Outcome, PROTOCOL_VERSION, Up};
+use crate::wire::msg::{JobResult, Outcome, PROTOCOL_VERSION, Up};
 
 /// Frames from one worker, and where its conversation stands.
 pub(crate) struct Peer {
@@ -33,13 +34,19 @@ impl Peer {
         }
     }
 
-    /// Marks it failed (once) and reports why; the pool then stops it.
+    /// Marks it failed (once) and reports why; the pool then stops it. `deterministic`:
+    /// every worker would do the same (it refused, or speaks another protocol).
     pub(crate) fn fail<O>(&mut self, events: &mut Vec<Event<O>>, reason: String) {
+        self.fail_as(events, reason, false);
+    }
+
+    fn fail_as<O>(&mut self, events: &mut Vec<Event<O>>, reason: String, deterministic: bool) {
         if !self.failed {
             self.failed = true;
             events.push(Event::Failed {
                 worker: self.key,
                 reason,
+                deterministic,
             });
         }
     }
@@ -64,7 +71,6 @@ impl Peer {
                     return;
                 }
             };
-            let _phase = tracing::trace_span!(target: PHASE_TARGET, "decode").entered();
             let msg = match codec::decode_borrowed::<Up<'_>>(frame) {
                 Ok(msg) => msg,
                 Err(e) => {
@@ -88,7 +94,7 @@ impl Peer {
                             "worker pid {pid} speaks protocol version {protocol}, this \
                              coordinator speaks {PROTOCOL_VERSION}; refusing it"
                         );
-                        self.fail(events, reason);
+                        self.fail_as(events, reason, true);
                         return;
                     }
                     self.greeted = true;
@@ -100,7 +106,7 @@ impl Peer {
                 }
                 Up::Refused { reason } => {
                     let reason = format!("{} refused: {reason}", self.name);
-                    self.fail(events, reason);
+                    self.fail_as(events, reason, true);
                     return;
                 }
                 _ if !self.greeted => {
@@ -115,24 +121,57 @@ impl Peer {
                 }
                 Up::Ready => Event::Ready { worker: self.key },
                 Up::Done {
-                    id,
-                    compute_ns,
-                    outcome,
-                } => Event::Done {
-                    worker: self.key,
-                    id,
-                    compute_ns,
-                    outcome: match outcome {
-                        Outcome::Ok(bytes) => {
-                            codec::decode::<T::Output>(bytes).map_err(|e| JobError::Codec {
-                                message: format!("output: {e}"),
-                            })
-                        }
-                        Outcome::Err(e) => Err(e),
+                    chunk,
+                    first,
+                    count,
+                    results,
+                } => match decode_results::<T>(results, count) {
+                    Ok(results) => Event::Done {
+                        worker: self.key,
+                        chunk,
+                        first,
+                        results,
                     },
+                    Err(e) => {
+                        let reason = format!("{} sent undecodable results: {e}", self.name);
+                        self.fail(events, reason);
+                        return;
+                    }
                 },
             };
             events.push(event);
         }
+    }
+}
+
+/// Decodes `count` back-to-back job results; a job whose output does not decode gets a
+/// codec error of its own.
+fn decode_results<T: Task>(
+    mut bytes: &[u8],
+    count: u32,
+) -> Result<Vec<Finished<T::Output>>, codec::CodecError> {
+    // Never trust the count for an allocation: each result takes at least 13 bytes.
+    let mut out = Vec::with_capacity((count as usize).min(bytes.len() / 13 + 1));
+    for _ in 0..count {
+        let (r, used) = codec::decode_prefix::<JobResult<'_>>(bytes)?;
+        bytes = &bytes[used..];
+        out.push(Finished {
+            compute_ns: r.compute_ns,
+            phases: r.phases,
+            outcome: match r.outcome {
+                Outcome::Ok(b) => codec::decode::<T::Output>(b).map_err(|e| JobError::Codec {
+                    message: format!("output: {e}"),
+                }),
+                Outcome::Err(e) => Err(e),
+            },
+        });
+    }
+    if bytes.is_empty() {
+        Ok(out)
+    } else {
+        Err(codec::CodecError(format!(
+            "{} bytes after {count} results",
+            bytes.len()
+        )))
     }
 }

@@ -1,6 +1,7 @@
-//! Backends: the mechanics of running jobs somewhere (worker processes, OS threads, or
-//! inline). They all speak in [`Event`]s to the backend-independent policy in
-//! [`crate::supervisor`], which is why their results can be compared bit for bit.
+//! Engines: the mechanics of running jobs somewhere (worker processes, OS threads, inline,
+//! or MPI ranks). Each carries out the policy's [`Command`](crate::policy::Command)s and
+//! reports what happened as policy [`Event`]s, which is why their results can be compared
+//! bit for bit: the decisions are the same code for all of them.
 
 #[cfg(feature = "mpi")]
 pub(crate) mod mpi;
@@ -10,6 +11,7 @@ pub(crate) mod serial;
 pub(crate) mod thread;
 
 use crate::error::{Error, JobError};
+use crate::policy::{ChunkId, Event};
 use crate::task::Task;
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Where a pool runs its jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Backend {
     /// Isolated worker processes (the current binary re-executed), bincode over pipes.
     #[default]
@@ -73,37 +76,24 @@ impl FromStr for Backend {
     }
 }
 
-/// Target of the job-phase timings (`coordinator demo cost`): trace-level spans in the
-/// coordinator (`encode`, `write`, `decode`, `deliver`) and, in a worker, one trace event
-/// per job with the wall-clock end of each phase (see `wire::worker`). Costs one interest
-/// check per mark unless a subscriber enables this target at trace level.
-pub(crate) const PHASE_TARGET: &str = "procpool::phase";
+pub(crate) use crate::policy::WorkerKey;
 
-/// A worker's id within its pool: unique per worker ever started, never reused.
-pub(crate) type WorkerKey = u32;
+/// Why a worker could not be started.
+#[derive(Debug)]
+pub(crate) struct SpawnError {
+    /// In words.
+    pub message: String,
+    /// Worth retrying later (out of processes, memory or descriptors for now).
+    pub transient: bool,
+}
 
-/// What a backend tells the policy.
-pub(crate) enum Event<O> {
-    /// The worker greeted us (its pid) and speaks our protocol.
-    Hello { worker: WorkerKey, pid: u32 },
-    /// The context is installed; the worker takes jobs.
-    Ready { worker: WorkerKey },
-    /// One job finished.
-    Done {
-        worker: WorkerKey,
-        id: u64,
-        compute_ns: u64,
-        outcome: Result<O, JobError>,
-    },
-    /// The worker refused, broke the protocol, or otherwise must go; it is being killed
-    /// and an `Exited` follows.
-    Failed { worker: WorkerKey, reason: String },
-    /// The worker is gone (reaped).
-    Exited {
-        worker: WorkerKey,
-        status: String,
-        stderr_tail: String,
-    },
+impl SpawnError {
+    fn io(what: &str, e: &std::io::Error) -> SpawnError {
+        SpawnError {
+            message: format!("{what}: {e}"),
+            transient: crate::policy::transient_spawn_error(e),
+        }
+    }
 }
 
 /// A job's input as a backend keeps it: encoded bytes (process: kept for re-dispatch) or
@@ -113,26 +103,60 @@ pub(crate) enum Payload<T> {
     Value(Option<T>),
 }
 
-/// Appends `jobs` to `out` as one `Jobs` frame, or one frame per job when together they
-/// are over `max` (each fits alone: [`Engine::payload`] checked it). For the backends that
-/// send bytes.
-pub(crate) fn frame_jobs<T>(out: &mut Vec<u8>, jobs: &[(u64, Payload<T>)], max: u32) {
-    use crate::wire::frame::write_frame;
-    use crate::wire::msg::{Down, JobMsg};
-    fn msg<T>(id: u64, p: &Payload<T>) -> JobMsg<'_> {
-        JobMsg {
-            id,
-            payload: match p {
-                Payload::Bytes(b) => b,
-                Payload::Value(_) => &[],
-            },
-        }
+impl<T> crate::policy::Payload for Payload<T> {
+    fn present(&self) -> bool {
+        !matches!(self, Payload::Value(None))
     }
-    let all = Down::Jobs(jobs.iter().map(|(id, p)| msg(*id, p)).collect());
-    if write_frame(out, &all, max).is_err() {
-        for (id, p) in jobs {
-            let _ = write_frame(out, &Down::Jobs(vec![msg(*id, p)]), max);
+}
+
+/// Appends jobs `first..` of `chunk` to `out` as `Jobs` frames: one, or as many as the
+/// frame limit needs (each job fits alone: [`Engine::payload`] checked it). For the
+/// engines that send bytes. `tags` are the jobs' submission numbers (fault injection).
+pub(crate) fn frame_jobs<T>(
+    out: &mut Vec<u8>,
+    chunk: u64,
+    jobs: &[Payload<T>],
+    tags: &[u64],
+    max: u32,
+) {
+    use crate::wire::frame::write_frame;
+    use crate::wire::msg::{Bytes, Down};
+    fn bytes<T>(p: &Payload<T>) -> Bytes<'_> {
+        Bytes(match p {
+            Payload::Bytes(b) => b,
+            Payload::Value(_) => &[],
+        })
+    }
+    let msg = |first: usize, n: usize| Down::Jobs {
+        chunk,
+        first: first as u32,
+        payloads: jobs[first..first + n].iter().map(bytes).collect(),
+        tags: tags
+            .get(first..first + n)
+            .map_or_else(Vec::new, <[u64]>::to_vec),
+    };
+    if write_frame(out, &msg(0, jobs.len()), max).is_ok() {
+        return;
+    }
+    // Too large together: as many frames as it takes, greedily.
+    let budget = (max as usize) / 2;
+    let mut first = 0;
+    while first < jobs.len() {
+        let mut n = 0;
+        let mut size = 0;
+        while first + n < jobs.len() {
+            let len = match &jobs[first + n] {
+                Payload::Bytes(b) => b.len() + 16,
+                Payload::Value(_) => 16,
+            };
+            if n > 0 && size + len > budget {
+                break;
+            }
+            size += len;
+            n += 1;
         }
+        let _ = write_frame(out, &msg(first, n), max);
+        first += n;
     }
 }
 
@@ -181,7 +205,7 @@ impl Spinner {
 /// What the pool's leader thread blocks on, without holding the pool's lock.
 pub(crate) enum Waiter {
     /// Descriptors to poll (process backend).
-    Poll(Vec<process::unix::PollFd>),
+    Poll(Vec<crate::os::unix::PollFd>),
     /// The shared result queue (thread backend).
     Queue(Arc<thread::EventQueue>),
     /// Nothing to wait for (serial: everything already happened).
@@ -199,7 +223,7 @@ impl Waiter {
                 if !spin.is_zero() {
                     let until = Instant::now() + spin;
                     loop {
-                        if process::unix::poll(&mut fds, Some(Duration::ZERO)).unwrap_or(1) > 0 {
+                        if crate::os::unix::poll(&mut fds, Some(Duration::ZERO)).unwrap_or(1) > 0 {
                             return;
                         }
                         if Instant::now() >= until {
@@ -208,7 +232,7 @@ impl Waiter {
                         std::hint::spin_loop();
                     }
                 }
-                let _ = process::unix::poll(&mut fds, Some(timeout));
+                let _ = crate::os::unix::poll(&mut fds, Some(timeout));
             }
             Waiter::Queue(q) => q.wait(timeout, spin),
             Waiter::None => {}
@@ -239,11 +263,13 @@ pub(crate) struct EngineConfig {
     pub max_frame: u32,
     pub spin: Duration,
     pub forward_output: bool,
+    /// Greeting flags for workers ([`FLAG_PHASES`](crate::wire::msg::FLAG_PHASES)).
+    pub flags: u32,
 }
 
 impl<T: Task> Engine<T> {
     /// Starts one worker; it reports `Ready` (or `Failed`/`Exited`) through events.
-    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, SpawnError> {
         match self {
             Engine::Process(e) => e.spawn(key),
             Engine::Thread(e) => e.spawn(key),
@@ -265,7 +291,6 @@ impl<T: Task> Engine<T> {
 
     /// Makes a job's input ready to send (encodes it for backends that send bytes).
     pub(crate) fn payload(&self, job: T) -> Result<Payload<T>, JobError> {
-        let _phase = tracing::trace_span!(target: PHASE_TARGET, "encode").entered();
         let Some(max) = self.max_frame() else {
             return Ok(Payload::Value(Some(job)));
         };
@@ -285,14 +310,21 @@ impl<T: Task> Engine<T> {
         Ok(Payload::Bytes(bytes))
     }
 
-    /// Queues a chunk of jobs for one worker (written out by [`Engine::flush`]).
-    pub(crate) fn send(&mut self, worker: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
+    /// Queues a chunk for one worker (written out by [`Engine::flush`]); `tags` are the
+    /// jobs' submission numbers, sent only while fault injection is on.
+    pub(crate) fn send(
+        &mut self,
+        worker: WorkerKey,
+        chunk: ChunkId,
+        jobs: &mut [Payload<T>],
+        tags: &[u64],
+    ) {
         match self {
-            Engine::Process(e) => e.send(worker, jobs),
-            Engine::Thread(e) => e.send(worker, jobs),
-            Engine::Serial(e) => e.send(worker, jobs),
+            Engine::Process(e) => e.send(worker, chunk, jobs, tags),
+            Engine::Thread(e) => e.send(worker, chunk, jobs),
+            Engine::Serial(e) => e.send(worker, chunk, jobs),
             #[cfg(feature = "mpi")]
-            Engine::Mpi(e) => e.send(worker, jobs),
+            Engine::Mpi(e) => e.send(worker, chunk, jobs, tags),
         }
     }
 
@@ -342,8 +374,8 @@ impl<T: Task> Engine<T> {
     /// Stops a worker now (SIGKILL for processes; a thread is abandoned and exits when
     /// its current job returns; an MPI rank is dropped from the pool). An `Exited` event
     /// follows. Returns the jobs it had not started when the backend can give them back
-    /// (threads), for re-dispatch.
-    pub(crate) fn kill(&mut self, worker: WorkerKey) -> Vec<(u64, T)> {
+    /// (threads), for re-dispatch: (chunk, index in the chunk, input).
+    pub(crate) fn kill(&mut self, worker: WorkerKey) -> Vec<(ChunkId, usize, T)> {
         match self {
             Engine::Process(e) => {
                 e.kill(worker);

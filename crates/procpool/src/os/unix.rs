@@ -1,5 +1,6 @@
-//! Every libc call and every `unsafe` of the process backend, each with its `SAFETY:` note.
-//! Nothing else lives here.
+//! The process backend's system calls behind safe functions: polling, descriptors,
+//! signals to process groups, and waiting without reaping. Every `unsafe` here has its
+//! `SAFETY:` note; the rest use `rustix`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -102,6 +103,60 @@ pub(crate) fn set_buffers(sock: &UnixStream, bytes: usize) {
                 std::ptr::from_ref(&size).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
+        }
+    }
+}
+
+/// Sends `signal` to the process group `pgid` (a worker is its group's leader, so its
+/// pid is the group's id). Errors (the group is gone already) are ignored.
+pub(crate) fn kill_group(pgid: u32, signal: i32) {
+    let (Some(pid), Some(sig)) = (
+        i32::try_from(pgid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw),
+        rustix::process::Signal::from_named_raw(signal),
+    ) else {
+        return;
+    };
+    let _ = rustix::process::kill_process_group(pid, sig);
+}
+
+/// Whether child `pid` has exited (without reaping it: its pid and group id stay
+/// reserved until it is reaped).
+pub(crate) fn exited(pid: u32) -> bool {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    matches!(
+        rustix::process::waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
+        ),
+        Ok(Some(_))
+    )
+}
+
+/// Waits until child `pid` has exited, without reaping it.
+pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Ok(());
+    };
+    loop {
+        match rustix::process::waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

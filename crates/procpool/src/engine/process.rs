@@ -4,17 +4,16 @@
 //! as few syscalls as the socket takes; reads drain whatever arrived and decode every
 //! whole frame. A worker's death shows as end-of-input and is confirmed by reaping it.
 
-pub(crate) mod child;
-pub(crate) mod unix;
-
 use super::peer::Peer;
-use super::{EngineConfig, Event, PHASE_TARGET, Payload, Waiter, WorkerKey};
+use super::{EngineConfig, Payload, SpawnError, Waiter, WorkerKey};
 use crate::context::ContextImage;
 use crate::error::Error;
+use crate::os::child::{ChildOutput, ChildProc, describe_exit};
+use crate::os::unix::PollFd;
+use crate::policy::{ChunkId, Event, Exit};
 use crate::task::Task;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::msg::{Down, PROTOCOL_VERSION};
-use child::{ChildOutput, ChildProc, describe_exit};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::net::Shutdown;
@@ -22,7 +21,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
-use unix::PollFd;
 
 /// How long a worker that closed its end may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_millis(200);
@@ -97,7 +95,7 @@ impl<T: Task> ProcessEngine<T> {
         })
     }
 
-    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, SpawnError> {
         let (child, sock) = ChildProc::spawn(
             "pool",
             Some(key),
@@ -107,19 +105,22 @@ impl<T: Task> ProcessEngine<T> {
                 forward: self.cfg.forward_output,
             },
         )
-        .map_err(|e| Error::Spawn(format!("could not start a worker process: {e}")))?;
+        .map_err(|e| SpawnError::io("could not start a worker process", &e))?;
         sock.set_nonblocking(true)
-            .map_err(|e| Error::io("could not configure a worker socket", e))?;
+            .map_err(|e| SpawnError::io("could not configure a worker socket", &e))?;
         let greeting = Down::Hello {
             protocol: PROTOCOL_VERSION,
             task: self.task,
             max_frame: self.cfg.max_frame,
+            flags: self.cfg.flags,
         };
         let context = self.context.message();
         let mut out = Vec::new();
         for msg in [&greeting, &context] {
-            frame::write_frame(&mut out, msg, self.cfg.max_frame)
-                .map_err(|e| Error::Spawn(format!("could not encode the greeting: {e}")))?;
+            frame::write_frame(&mut out, msg, self.cfg.max_frame).map_err(|e| SpawnError {
+                message: format!("could not encode the greeting: {e}"),
+                transient: false,
+            })?;
         }
         let pid = child.pid();
         tracing::debug!(
@@ -143,10 +144,16 @@ impl<T: Task> ProcessEngine<T> {
         Ok(pid)
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
+    pub(crate) fn send(
+        &mut self,
+        key: WorkerKey,
+        chunk: ChunkId,
+        jobs: &mut [Payload<T>],
+        tags: &[u64],
+    ) {
         let max = self.cfg.max_frame;
         if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
-            super::frame_jobs(&mut w.out, jobs, max);
+            super::frame_jobs(&mut w.out, chunk, jobs, tags, max);
         }
     }
 
@@ -193,14 +200,17 @@ impl<T: Task> ProcessEngine<T> {
             if ended {
                 let mut w = self.workers.swap_remove(i);
                 let killed = w.killed;
-                let status = w.child.reap(EXIT_GRACE).map_or_else(
-                    || "could not be reaped".to_owned(),
-                    |s| describe_exit(s, killed),
-                );
+                let status = w.child.reap(EXIT_GRACE);
                 events.push(Event::Exited {
                     worker: w.key,
-                    status,
-                    stderr_tail: w.child.stderr_tail(TAIL_WAIT),
+                    exit: Exit {
+                        status: status.map_or_else(
+                            || "could not be reaped".to_owned(),
+                            |s| describe_exit(s, killed),
+                        ),
+                        code: status.and_then(|s| s.code()),
+                        stderr_tail: w.child.stderr_tail(TAIL_WAIT),
+                    },
                 });
             } else {
                 i += 1;
@@ -238,8 +248,6 @@ impl<T: Task> ProcessEngine<T> {
 /// Writes what the socket takes without blocking; shuts our side when closing and done.
 /// The first write to a new worker carries the shared context's descriptors.
 fn flush_worker(w: &mut ProcWorker, context: &ContextImage) -> u64 {
-    let _phase = (w.out_pos < w.out.len())
-        .then(|| tracing::trace_span!(target: PHASE_TARGET, "write").entered());
     let mut written = 0u64;
     while w.out_pos < w.out.len() {
         let sent = if w.fds_pending {

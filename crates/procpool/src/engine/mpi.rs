@@ -18,18 +18,20 @@
 //! - All MPI calls on rank 0 happen under the pool's lock (MPI_THREAD_SERIALIZED).
 
 use super::peer::Peer;
-use super::{EngineConfig, Event, Payload, WorkerKey};
-use crate::backend::process::child::FAULT_ENV;
+use super::{EngineConfig, Payload, SpawnError, WorkerKey};
 use crate::error::Error;
-use crate::task::{Registry, Task};
+use crate::os::env::FAULT_ENV;
+use crate::policy::{ChunkId, Event, Exit};
+use crate::task::{IN_TASK, Task};
 use crate::wire::frame;
 use crate::wire::msg::{Down, PROTOCOL_VERSION};
-use crate::wire::worker::{self, Fault, IN_TASK, Output};
+use crate::worker::fault::Fault;
+use crate::worker::{self, Batch, Output, Registry};
 use mpi::Threading;
 use mpi::request::{Request, StaticScope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
@@ -163,6 +165,7 @@ fn serve_worker(world: &SimpleCommunicator, registry: &Registry) -> i32 {
         let mut output = MpiOutput {
             world,
             buf: Vec::new(),
+            batch: Batch::default(),
         };
         let fault = std::env::var(FAULT_ENV).ok().and_then(|spec| {
             Fault::parse(&spec, u32::try_from(world.rank() - 1).ok())
@@ -230,15 +233,22 @@ impl Read for MpiInput<'_> {
 struct MpiOutput<'a> {
     world: &'a SimpleCommunicator,
     buf: Vec<u8>,
+    batch: Batch,
 }
 
-impl Write for MpiOutput<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+impl Output for MpiOutput<'_> {
+    fn frame(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.batch.seal(&mut self.buf)?;
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()> {
+        self.batch.push(&mut self.buf, chunk, index, result)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.batch.seal(&mut self.buf)?;
         if !self.buf.is_empty() {
             self.world
                 .process_at_rank(0)
@@ -247,9 +257,11 @@ impl Write for MpiOutput<'_> {
         }
         Ok(())
     }
-}
 
-impl Output for MpiOutput<'_> {
+    fn set_max_frame(&mut self, max: u32) {
+        self.batch.set_max_frame(max);
+    }
+
     fn job_starting(&mut self) {
         // No helper thread here (one MPI caller per rank keeps things simple): send what
         // waits now, so no result is held back by a long job.
@@ -352,6 +364,7 @@ impl<T: Task> MpiEngine<T> {
                 protocol: PROTOCOL_VERSION,
                 task: T::NAME,
                 max_frame: cfg.max_frame,
+                flags: cfg.flags,
             },
             cfg.max_frame,
         )?;
@@ -394,11 +407,12 @@ impl<T: Task> MpiEngine<T> {
         usize::try_from(self.size - 1).unwrap_or(0)
     }
 
-    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, Error> {
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, SpawnError> {
         if self.next_rank >= self.size {
-            return Err(Error::Spawn(
-                "an MPI rank cannot be started again: every worker rank is in use".into(),
-            ));
+            return Err(SpawnError {
+                message: "an MPI rank cannot be started again: every worker rank is in use".into(),
+                transient: false,
+            });
         }
         let rank = self.next_rank;
         self.next_rank += 1;
@@ -411,14 +425,20 @@ impl<T: Task> MpiEngine<T> {
         Ok(0)
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
+    pub(crate) fn send(
+        &mut self,
+        key: WorkerKey,
+        chunk: ChunkId,
+        jobs: &mut [Payload<T>],
+        tags: &[u64],
+    ) {
         let max = self.max_frame;
         if let Some(w) = self
             .workers
             .iter_mut()
             .find(|w| w.peer.key == key && !w.gone)
         {
-            super::frame_jobs(&mut w.out, jobs, max);
+            super::frame_jobs(&mut w.out, chunk, jobs, tags, max);
         }
     }
 
@@ -477,8 +497,11 @@ impl<T: Task> MpiEngine<T> {
         for key in self.exited.drain(..) {
             events.push(Event::Exited {
                 worker: key,
-                status: "finished".into(),
-                stderr_tail: String::new(),
+                exit: Exit {
+                    status: "finished".into(),
+                    code: Some(0),
+                    stderr_tail: String::new(),
+                },
             });
         }
     }

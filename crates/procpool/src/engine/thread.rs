@@ -7,9 +7,9 @@
 //! (it exits when the job returns) and replaced, and the jobs still in its inbox are taken
 //! back for re-dispatch.
 
-use super::{Event, Payload, Spinner, Waiter, WorkerKey};
-use crate::task::Task;
-use crate::wire::worker::run_caught;
+use super::{Payload, SpawnError, Spinner, Waiter, WorkerKey};
+use crate::policy::{ChunkId, Event, Exit, Finished};
+use crate::task::{Task, run_caught};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -71,7 +71,8 @@ struct Inbox<T> {
 }
 
 struct InboxState<T> {
-    queue: VecDeque<(u64, T)>,
+    /// (chunk, index in the chunk, input).
+    queue: VecDeque<(ChunkId, usize, T)>,
     closed: bool,
     retired: bool,
 }
@@ -83,7 +84,7 @@ impl<T> Inbox<T> {
 
     /// The next job, after spinning for one as the spinner advises; `None` when closed or
     /// retired.
-    fn next(&self, spinner: &mut Spinner) -> Option<(u64, T)> {
+    fn next(&self, spinner: &mut Spinner) -> Option<(ChunkId, usize, T)> {
         let start = Instant::now();
         let budget = spinner.budget();
         loop {
@@ -152,7 +153,7 @@ impl<T: Task> ThreadEngine<T> {
         signal.notify();
     }
 
-    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, crate::Error> {
+    pub(crate) fn spawn(&mut self, key: WorkerKey) -> Result<u32, SpawnError> {
         let inbox = Arc::new(Inbox {
             jobs: Mutex::new(InboxState {
                 queue: VecDeque::new(),
@@ -175,16 +176,20 @@ impl<T: Task> ThreadEngine<T> {
                 let pid = std::process::id();
                 Self::push(&events, &signal, Event::Hello { worker: key, pid });
                 Self::push(&events, &signal, Event::Ready { worker: key });
-                while let Some((id, job)) = mine.next(&mut spinner) {
+                while let Some((chunk, index, job)) = mine.next(&mut spinner) {
                     let (outcome, compute_ns) = run_caught(job, ctx.as_ref());
                     Self::push(
                         &events,
                         &signal,
                         Event::Done {
                             worker: key,
-                            id,
-                            compute_ns,
-                            outcome,
+                            chunk,
+                            first: index as u32,
+                            results: vec![Finished {
+                                compute_ns,
+                                phases: None,
+                                outcome,
+                            }],
                         },
                     );
                 }
@@ -194,26 +199,29 @@ impl<T: Task> ThreadEngine<T> {
                         &signal,
                         Event::Exited {
                             worker: key,
-                            status: "finished".into(),
-                            stderr_tail: String::new(),
+                            exit: Exit {
+                                status: "finished".into(),
+                                code: Some(0),
+                                stderr_tail: String::new(),
+                            },
                         },
                     );
                 }
             })
-            .map_err(|e| crate::Error::Spawn(format!("could not start a worker thread: {e}")))?;
+            .map_err(|e| SpawnError::io("could not start a worker thread", &e))?;
         self.workers.push(ThreadWorker { key, inbox });
         Ok(std::process::id())
     }
 
-    pub(crate) fn send(&mut self, key: WorkerKey, jobs: &mut [(u64, Payload<T>)]) {
+    pub(crate) fn send(&mut self, key: WorkerKey, chunk: ChunkId, jobs: &mut [Payload<T>]) {
         let Some(w) = self.workers.iter().find(|w| w.key == key) else {
             return;
         };
         let mut s = w.inbox.lock();
-        for (id, p) in jobs.iter_mut() {
+        for (index, p) in jobs.iter_mut().enumerate() {
             if let Payload::Value(v) = p {
                 if let Some(job) = v.take() {
-                    s.queue.push_back((*id, job));
+                    s.queue.push_back((chunk, index, job));
                 }
             }
         }
@@ -239,7 +247,7 @@ impl<T: Task> ThreadEngine<T> {
 
     /// Abandons a worker: it exits when its current job returns. Returns the jobs still
     /// in its inbox (never started) so they can be sent elsewhere; an `Exited` is queued.
-    pub(crate) fn retire(&mut self, key: WorkerKey) -> Vec<(u64, T)> {
+    pub(crate) fn retire(&mut self, key: WorkerKey) -> Vec<(ChunkId, usize, T)> {
         let Some(i) = self.workers.iter().position(|w| w.key == key) else {
             return Vec::new();
         };
@@ -255,9 +263,13 @@ impl<T: Task> ThreadEngine<T> {
             &self.signal,
             Event::Exited {
                 worker: key,
-                status: "was abandoned (a thread cannot be killed; it exits when its job returns)"
-                    .into(),
-                stderr_tail: String::new(),
+                exit: Exit {
+                    status: "was abandoned (a thread cannot be killed; it exits when its job \
+                             returns)"
+                        .into(),
+                    code: None,
+                    stderr_tail: String::new(),
+                },
             },
         );
         back
