@@ -177,7 +177,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
     let report = Report {
         suite: "granularity",
         repeat: common.repeat,
-        chunksize: format!("{:?}", common.chunk).to_lowercase(),
+        chunksize: super::chunk_name(common.chunk),
         rows,
         break_even_us,
     };

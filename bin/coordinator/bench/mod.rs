@@ -94,6 +94,14 @@ pub trait SuiteReport: Serialize {
 /// What a suite hands back: its report and, if one was asked for, a run's timeline.
 pub type Finished<R> = Result<(R, Option<Drawing>), AppError>;
 
+/// A chunk setting as the user writes it: "auto" or a number.
+pub fn chunk_name(chunk: Chunk) -> String {
+    match chunk {
+        Chunk::Auto => "auto".to_owned(),
+        Chunk::Fixed(n) => n.to_string(),
+    }
+}
+
 /// Parses a comma-separated list given to `flag`.
 fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, AppError> {
     let items: Result<Vec<T>, _> = s

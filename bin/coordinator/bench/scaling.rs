@@ -205,7 +205,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
         data,
         widths: widths.len(),
         repeat: common.repeat,
-        chunksize: format!("{:?}", common.chunk).to_lowercase(),
+        chunksize: super::chunk_name(common.chunk),
         identical,
         rows,
     };
