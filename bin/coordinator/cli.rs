@@ -147,7 +147,7 @@ pub enum BackendArg {
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
-    /// Aligned columns for people; estimates and errors to 6 significant digits.
+    /// Aligned columns for people, numbers rounded for reading.
     #[default]
     Table,
     /// One JSON document with a "schema" field; every number in full (round-trips).

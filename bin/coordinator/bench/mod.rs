@@ -256,7 +256,12 @@ struct Meta {
 }
 
 impl Meta {
-    /// "AMD EPYC, 2 cores (2 physical), Linux 6.18.44, 2026-11-26 16:20 UTC".
+    /// "2026-11-26 16:20:52 UTC".
+    fn readable_date(&self) -> String {
+        format!("{} UTC", self.date.trim_end_matches('Z').replace('T', " "))
+    }
+
+    /// "AMD EPYC, 2 cores (2 physical), Linux 6.18.44; 2026-11-26 16:20 UTC".
     fn subtitle(&self) -> String {
         let s = &self.sys;
         let physical = s
@@ -291,7 +296,7 @@ impl<R: SuiteReport> Emit for R {
         match format {
             Format::Table => {
                 meta.sys.write(out, Format::Table)?;
-                writeln!(out, "date            : {} UTC", meta.date)?;
+                writeln!(out, "date            : {}", meta.readable_date())?;
                 writeln!(out)?;
                 self.table(out)
             }
