@@ -1,8 +1,8 @@
 //! Running the binary under a watchdog, and scratch files.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// What one run printed and how it ended.
@@ -22,8 +22,14 @@ pub fn coordinator() -> Command {
 
 /// Runs `coordinator args..`, killing it (and failing) if it takes longer than `limit`.
 pub fn run_with(args: &[&str], limit: Duration) -> Run {
+    run_env(args, &[], limit)
+}
+
+/// Like [`run_with`], with `env` added to the environment.
+pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
     let mut child = coordinator()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -41,10 +47,20 @@ pub fn run_with(args: &[&str], limit: Duration) -> Run {
         let _ = err.read_to_string(&mut s);
         s
     });
+    let status = watch(&mut child, args, limit);
+    Run {
+        code: status.code(),
+        stdout: reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
+}
+
+/// Waits for `child`, killing it (and failing) after `limit`: the watchdog of every test.
+pub fn watch(child: &mut Child, args: &[&str], limit: Duration) -> ExitStatus {
     let start = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
@@ -52,12 +68,103 @@ pub fn run_with(args: &[&str], limit: Duration) -> Run {
             panic!("coordinator {args:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+/// Runs `coordinator args..` into a pipe whose reader reads `lines` lines and then closes
+/// it, as `coordinator args.. | head -<lines>` does (0: closed at once, as `| true`).
+/// Returns what those lines were, the exit code and stderr.
+pub fn run_into_closing_pipe(args: &[&str], lines: usize) -> Run {
+    let mut child = coordinator()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coordinator");
+    let out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut head = String::new();
+        let mut out = BufReader::new(out);
+        for _ in 0..lines {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            head.push_str(&line);
+        }
+        // Dropping the reader closes the pipe: the next write gets EPIPE.
+        head
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = watch(&mut child, args, Duration::from_secs(120));
     Run {
         code: status.code(),
         stdout: reader.join().expect("stdout reader"),
         stderr: err_reader.join().expect("stderr reader"),
     }
+}
+
+/// Runs `coordinator args..` with its stderr on a pseudo-terminal (what a user at a
+/// terminal sees) and stdout piped; returns the exit code, stdout, and every byte the
+/// terminal received.
+pub fn run_on_terminal(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Vec<u8>) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors into the pointers we pass; name and termios
+    // may be null; the window size outlives the call.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = coordinator();
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(slave));
+    let mut child = cmd.spawn().expect("start coordinator");
+    // The command holds our copy of the terminal's slave side: drop it, so that reading
+    // ends when the child (and anything it started) closes its copy.
+    drop(cmd);
+    let mut out = child.stdout.take().expect("stdout");
+    let mut terminal = std::fs::File::from(master);
+    let term_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // Linux reports EIO once the slave side is closed: that is the end here.
+        let _ = terminal.read_to_end(&mut bytes);
+        bytes
+    });
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let status = watch(&mut child, args, Duration::from_secs(120));
+    (
+        status.code(),
+        reader.join().expect("stdout reader"),
+        term_reader.join().expect("terminal reader"),
+    )
 }
 
 /// Runs with a generous limit (a hang guard, not a speed claim).
@@ -90,4 +197,29 @@ pub fn density_bits(report: &serde_json::Value) -> Vec<u64> {
         .iter()
         .map(|r| r["density"].as_f64().expect("density").to_bits())
         .collect()
+}
+
+/// Parses header-first CSV as a strict reader does (`csv.DictReader`, `pandas.read_csv`):
+/// the header, then rows that all have its number of fields.
+pub fn csv_rows(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap_or_else(|e| panic!("no CSV header ({e}):\n{text}"))
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| {
+            r.unwrap_or_else(|e| panic!("bad CSV row ({e}):\n{text}"))
+                .iter()
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    (header, rows)
 }

@@ -8,7 +8,9 @@ use serde_json::Value;
 fn demo(name: &str, extra: &[&str]) -> Value {
     let mut args = vec!["demo", name, "--format", "json"];
     args.extend_from_slice(extra);
-    json(&run(&args))
+    let v = json(&run(&args));
+    assert_eq!(v["schema"], format!("coordinator.demo.{name}/1"));
+    v
 }
 
 fn u64s(v: &Value) -> Vec<u64> {

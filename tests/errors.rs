@@ -1,5 +1,5 @@
-//! Every bad input: one clear line on stderr naming the value, exit code 2, no panic,
-//! no process started.
+//! Every bad input: exit code 2, no panic, no process started; one clear line on stderr
+//! naming the value, or clap's own message for what clap parses.
 
 use crate::common::{run, scratch};
 
@@ -36,12 +36,26 @@ fn assert_usage_error(args: &[&str], needle: &str) {
     );
 }
 
+/// What clap rejects: clap's whole message (what, where, what to try), exit code 2.
+fn assert_clap_error(args: &[&str], needle: &str) {
+    let r = run(args);
+    assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+    assert!(r.stderr.starts_with("error: "), "{args:?}: {}", r.stderr);
+    assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    assert!(
+        r.stderr.ends_with("For more information, try '--help'.\n"),
+        "{args:?}: {}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+}
+
 #[test]
 fn bad_worker_counts() {
     assert_usage_error(&["--workers", "0"], "got 0");
     assert_usage_error(&["--workers", "100000"], "got 100000");
-    assert_usage_error(&["--workers", "many"], "'many'");
-    assert_usage_error(&["--workers", "-3"], "-3");
+    assert_clap_error(&["--workers", "many"], "'many'");
+    assert_clap_error(&["--workers", "-3"], "-3");
 }
 
 #[test]
@@ -64,7 +78,7 @@ fn bad_widths() {
 #[test]
 fn bad_samples_and_gaussians() {
     assert_usage_error(&["--samples", "0"], "got 0");
-    assert_usage_error(&["--samples", "1.5"], "1.5");
+    assert_clap_error(&["--samples", "1.5"], "1.5");
     assert_usage_error(&["--samples", "1e12"], "1000000000000");
     assert_usage_error(&["--point", "1,2,3"], "3 coordinates");
     assert_usage_error(&["--point", "1,x"], "\"x\"");
@@ -81,12 +95,13 @@ fn bad_samples_and_gaussians() {
 fn bad_options() {
     assert_usage_error(&["--chunksize", "0"], "\"0\"");
     assert_usage_error(&["--chunksize", "lots"], "\"lots\"");
-    assert_usage_error(&["--backend", "gpu"], "'gpu'");
-    assert_usage_error(&["--format", "xml"], "'xml'");
-    assert_usage_error(&["--job-timeout", "-1"], "-1");
+    assert_clap_error(&["--backend", "gpu"], "'gpu'");
+    assert_clap_error(&["--format", "xml"], "[possible values: table, json, csv]");
+    assert_clap_error(&["--job-timeout", "-1"], "'-1'");
+    assert_usage_error(&["--job-timeout=-1"], "got -1");
     assert_usage_error(&["--job-timeout", "nan"], "NaN");
-    assert_usage_error(&["--data", "x.csv", "--samples", "5"], "--samples");
-    assert_usage_error(&["--bogus"], "--bogus");
+    assert_clap_error(&["--data", "x.csv", "--samples", "5"], "--samples");
+    assert_clap_error(&["--bogus"], "--bogus");
 }
 
 #[test]

@@ -7,4 +7,5 @@ mod errors;
 mod faults;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod outputs;
 mod sweep;

@@ -32,6 +32,18 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+impl Cli {
+    /// Whether this command line asked for JSON on stdout.
+    pub fn prints_json(&self) -> bool {
+        match &self.command {
+            None => self.run.format == Format::Json,
+            Some(Command::Sysinfo(a)) => a.format == Format::Json,
+            Some(Command::Bench(a)) => a.format == Format::Json,
+            Some(Command::Demo(a)) => a.format == crate::demo::DemoFormat::Json,
+        }
+    }
+}
+
 /// Subcommands besides the default sweep.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -91,7 +103,8 @@ pub struct BenchArgs {
     /// Jobs per message: a number, or auto.
     #[arg(short, long, value_name = "N|auto", default_value = "auto")]
     pub chunksize: String,
-    /// Output format.
+    /// Output format. The table rounds times for reading; json (with the machine and the
+    /// date) and csv (a header, then one row per configuration) print every number in full.
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
     /// Also draw the results as an SVG chart (scaling: bars per configuration;
@@ -99,7 +112,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// Also draw the last process-backend run as an SVG timeline: one lane per worker,
-    /// each job a bar from dispatch to result, spawn and handshake marked.
+    /// each job a bar from dispatch to result, spawn and handshake marked (scaling and
+    /// overhead; needs process among --backends).
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<PathBuf>,
 }
@@ -111,7 +125,7 @@ pub struct LogArgs {
     /// received, worker exits (-vv for more). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors on stderr.
+    /// Only errors on stderr: no warnings, no progress bar.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }
@@ -133,12 +147,12 @@ pub enum BackendArg {
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
-    /// Aligned columns for people.
+    /// Aligned columns for people, numbers rounded for reading.
     #[default]
     Table,
-    /// One JSON object.
+    /// One JSON document with a "schema" field; every number in full (round-trips).
     Json,
-    /// Comma-separated rows with a header.
+    /// A header line, then one row per result (RFC 4180); every number in full.
     Csv,
 }
 
@@ -190,7 +204,8 @@ pub struct RunArgs {
     /// Jobs per message to a worker: a number, or auto (measure, then choose).
     #[arg(short, long, value_name = "N|auto", default_value = "auto")]
     pub chunksize: String,
-    /// Output format.
+    /// Output format. The table rounds densities and errors to 6 significant digits for
+    /// reading; json and csv print every number in full, so it reads back bit for bit.
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
     /// Longest a job may run, in seconds; its worker is then killed and replaced.
@@ -208,7 +223,7 @@ pub struct RunArgs {
 /// `coordinator sysinfo` options.
 #[derive(Debug, Args, Clone, Copy)]
 pub struct SysinfoArgs {
-    /// Output format (table or json).
+    /// Output format: table, json, or csv (a header and one row).
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
 }

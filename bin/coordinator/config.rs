@@ -120,6 +120,10 @@ impl From<BackendArg> for Backend {
 impl RunConfig {
     /// Validates `args`, loading or drawing the samples.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
+        // Output files first: no samples drawn, no worker started, for a path we cannot use.
+        if let Some(path) = &args.timeline {
+            crate::output::check_output_path("--timeline", path, "svg")?;
+        }
         let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
         let backend = Backend::from(args.backend);
         let chunk: Chunk = args.chunksize.parse().map_err(|_| {
@@ -176,14 +180,6 @@ impl RunConfig {
             }
             None => parzen::default_widths(),
         };
-        if let Some(path) = &args.timeline {
-            if path.extension().and_then(|e| e.to_str()) != Some("svg") {
-                return Err(AppError::usage(format!(
-                    "--timeline {} must end in .svg",
-                    path.display()
-                )));
-            }
-        }
         let true_density = match &source {
             Source::Gaussian { gaussian, .. } => Some(
                 gaussian

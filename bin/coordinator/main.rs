@@ -21,8 +21,8 @@ mod timeline;
 
 use clap::Parser;
 use cli::{Cli, Command, LogArgs};
-use error::AppError;
-use std::io::{self, IsTerminal, Write};
+use error::{AppError, Outcome};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -41,6 +41,8 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(&e),
     };
     init_tracing(cli.log);
+    let json = cli.prints_json();
+    let mut out = output::Tracked::new(io::stdout().lock());
     // Under mpirun with the MPI backend, ranks 1..N serve here until rank 0 is done.
     #[cfg(feature = "mpi")]
     let _mpi = if wants_mpi(&cli) {
@@ -50,22 +52,26 @@ fn main() -> ExitCode {
                 MPI_WORKERS.get_or_init(|| mpi.workers());
                 Some(mpi)
             }
-            Err(e) => {
-                eprintln!("coordinator: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => return fail(&mut out, json, &AppError::failed(e.to_string())),
         }
     } else {
         None
     };
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Outcome::Error(e)) => {
-            eprintln!("coordinator: {e}");
-            ExitCode::from(e.exit_code())
-        }
-        Err(Outcome::BrokenPipe) => ExitCode::SUCCESS,
+    match dispatch(cli, &mut out) {
+        Ok(()) | Err(Outcome::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Outcome::Error(e)) => fail(&mut out, json, &e),
     }
+}
+
+/// Reports `e` on stderr and maps it to its exit code; under `--format json`, when nothing
+/// was printed yet, stdout still gets a document (`coordinator.error/1`) saying what failed.
+fn fail(out: &mut output::Tracked<impl Write>, json: bool, e: &AppError) -> ExitCode {
+    if json && !out.written() {
+        // A reader that went away is not worth a second message.
+        let _ = output::write_error(out, e);
+    }
+    eprintln!("coordinator: {e}");
+    ExitCode::from(e.exit_code())
 }
 
 /// Worker ranks of the MPI backend, once MPI is initialized.
@@ -110,100 +116,71 @@ fn wants_mpi(cli: &Cli) -> bool {
     }
 }
 
-/// How a mode can end besides success.
-enum Outcome {
-    Error(AppError),
-    BrokenPipe,
-}
-
-impl From<AppError> for Outcome {
-    fn from(e: AppError) -> Self {
-        Outcome::Error(e)
-    }
-}
-
-impl From<io::Error> for Outcome {
-    fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            Outcome::BrokenPipe
-        } else {
-            Outcome::Error(AppError::failed(format!("could not write the output: {e}")))
-        }
-    }
-}
-
-fn dispatch(cli: Cli) -> Result<(), Outcome> {
-    let mut out = io::stdout().lock();
+fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Outcome> {
     match cli.command {
-        Some(Command::Sysinfo(args)) => sysinfo::SysInfo::collect().write(&mut out, args.format)?,
+        Some(Command::Sysinfo(args)) => sysinfo::SysInfo::collect().write(out, args.format)?,
         Some(Command::Bench(args)) => {
             let interrupts = signals::Interrupts::install()
                 .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
-            bench::run(&args, &interrupts, &mut out)?;
+            bench::run(&args, !cli.log.quiet, &interrupts, out)?;
         }
-        Some(Command::Demo(args)) => demo::run(&args, &mut out)?,
-        None => {
-            // Caught from the start, so a signal while samples are drawn exits at once.
-            let interrupts = signals::Interrupts::install()
-                .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
-            let cfg = config::RunConfig::from_args(&cli.run)?;
-            let report = run::run(&cfg, &interrupts)?;
-            output::write_report(&mut out, &report, cfg.format)?;
-            out.flush()?;
-            if let Some(signal) = interrupts.caught() {
-                return Err(AppError::Interrupted {
-                    signal,
-                    message: format!(
-                        "interrupted by {}: {} of {} widths finished, every worker stopped and reaped",
-                        signals::name(signal),
-                        report.results.len() - report.failed,
-                        report.results.len()
-                    ),
-                }
-                .into());
-            }
-            if report.failed > 0 {
-                let which: Vec<String> = report
-                    .results
-                    .iter()
-                    .filter(|r| r.error.is_some())
-                    .map(|r| format!("pos {} (h = {})", r.pos, r.h))
-                    .collect();
-                return Err(AppError::failed(format!(
-                    "{} of {} jobs failed: {}",
-                    report.failed,
-                    report.results.len(),
-                    which.join(", ")
-                ))
-                .into());
-            }
-        }
+        Some(Command::Demo(args)) => demo::run(&args, out)?,
+        None => sweep(&cli.run, out)?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// clap's errors as one line and exit code 2; help and version print normally.
-fn clap_exit(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("coordinator: {first} (see --help)");
-            ExitCode::from(2)
-        }
+/// The default mode: validate, run, print the report, then draw the timeline if asked.
+fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
+    // Caught from the start, so a signal while samples are drawn exits at once.
+    let interrupts = signals::Interrupts::install()
+        .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
+    let cfg = config::RunConfig::from_args(args)?;
+    let (report, drawing) = run::run(&cfg, &interrupts)?;
+    // The report first: a chart that cannot be drawn never costs the computed result.
+    output::write_report(out, &report, cfg.format)?;
+    out.flush()?;
+    if let (Some(path), Some(drawing)) = (&cfg.timeline, &drawing) {
+        drawing.draw(path)?;
     }
+    if let Some(signal) = interrupts.caught() {
+        return Err(AppError::Interrupted {
+            signal,
+            message: format!(
+                "interrupted by {}: {} of {} widths finished, every worker stopped and reaped",
+                signals::name(signal),
+                report.results.len() - report.failed,
+                report.results.len()
+            ),
+        }
+        .into());
+    }
+    if report.failed > 0 {
+        let which: Vec<String> = report
+            .results
+            .iter()
+            .filter(|r| r.error.is_some())
+            .map(|r| format!("pos {} (h = {})", r.pos, r.h))
+            .collect();
+        return Err(AppError::failed(format!(
+            "{} of {} jobs failed: {}",
+            report.failed,
+            report.results.len(),
+            which.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// clap's own message, in full (what was missing, the possible values, "did you mean"),
+/// coloured as clap decides (never under NO_COLOR or off a terminal); exit code 2 for
+/// errors, 0 for --help and --version.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    // A reader that went away (`coordinator --help | head -1`) is not an error.
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn init_worker_tracing(filter: &str) {
@@ -227,7 +204,14 @@ fn init_tracing(log: LogArgs) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
+        .with_ansi(colour_on_stderr())
         .with_target(false)
         .try_init();
+}
+
+/// Whether logs on stderr may be coloured: by the same rules as clap's messages (anstream):
+/// never when NO_COLOR is set, always when CLICOLOR_FORCE is, otherwise on a terminal that
+/// is not TERM=dumb.
+fn colour_on_stderr() -> bool {
+    anstream::AutoStream::choice(&io::stderr()) != anstream::ColorChoice::Never
 }

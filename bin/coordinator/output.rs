@@ -1,19 +1,109 @@
-//! Printing a sweep's report: an aligned table, one JSON object, or CSV rows.
+//! Everything the binary prints or writes: the sweep's report (table, JSON, CSV), the
+//! versioned JSON documents and the error document, CSV writing, readable numbers for
+//! tables, and the check that an output file can be written before any work starts.
 
 use crate::cli::Format;
+use crate::error::AppError;
 use crate::run::{Report, SourceReport};
+use serde::Serialize;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::path::Path;
+
+/// `"schema"` of the sweep's JSON report.
+pub const SWEEP_SCHEMA: &str = "coordinator.sweep/1";
+/// `"schema"` of `coordinator sysinfo --format json`.
+pub const SYSINFO_SCHEMA: &str = "coordinator.sysinfo/1";
+/// `"schema"` of the document printed under `--format json` when a run fails before any
+/// result.
+pub const ERROR_SCHEMA: &str = "coordinator.error/1";
+
+/// `"schema"` of a bench suite's JSON report: `coordinator.bench.<suite>/1`.
+pub fn bench_schema(suite: &str) -> String {
+    format!("coordinator.bench.{suite}/1")
+}
+
+/// `"schema"` of a demo's JSON report: `coordinator.demo.<name>/1`.
+pub fn demo_schema(name: &str) -> String {
+    format!("coordinator.demo.{name}/1")
+}
+
+/// Significant digits of estimates and errors in tables (JSON and CSV keep every digit).
+pub const TABLE_DIGITS: usize = 6;
+
+/// Stdout that remembers whether anything was written, so a failure knows whether a
+/// JSON document is still owed.
+pub struct Tracked<W> {
+    inner: W,
+    written: bool,
+}
+
+impl<W: Write> Tracked<W> {
+    /// Wraps `inner`; nothing written yet.
+    pub fn new(inner: W) -> Self {
+        Tracked {
+            inner,
+            written: false,
+        }
+    }
+
+    /// Whether any byte went out.
+    pub fn written(&self) -> bool {
+        self.written
+    }
+}
+
+impl<W: Write> Write for Tracked<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written |= n > 0;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Writes `report` in `format`.
-pub fn write_report(out: &mut impl Write, report: &Report, format: Format) -> io::Result<()> {
+pub fn write_report(out: &mut dyn Write, report: &Report, format: Format) -> io::Result<()> {
     match format {
         Format::Table => write_table(out, report),
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, report).map_err(json_io)?;
-            writeln!(out)
-        }
-        Format::Csv => write_csv(out, report),
+        Format::Json => write_json(out, report),
+        Format::Csv => write_sweep_csv(out, report),
     }
+}
+
+/// Writes `value` as one pretty JSON document and a newline.
+pub fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(json_io)?;
+    writeln!(out)
+}
+
+/// The document `--format json` prints when a run fails before any result.
+#[derive(Debug, Serialize)]
+struct ErrorDoc<'a> {
+    schema: &'static str,
+    /// What failed, as on stderr.
+    error: String,
+    /// usage, failed or interrupted.
+    kind: &'a str,
+    /// The exit code the process ends with.
+    exit_code: u8,
+}
+
+/// Writes `e` as a `coordinator.error/1` document.
+pub fn write_error(out: &mut dyn Write, e: &AppError) -> io::Result<()> {
+    write_json(
+        out,
+        &ErrorDoc {
+            schema: ERROR_SCHEMA,
+            error: e.to_string(),
+            kind: e.kind_name(),
+            exit_code: e.exit_code(),
+        },
+    )?;
+    out.flush()
 }
 
 /// A JSON error as the I/O error it wraps (keeping `BrokenPipe` recognisable).
@@ -24,6 +114,100 @@ pub fn json_io(e: serde_json::Error) -> io::Error {
     }
 }
 
+/// A CSV error as the I/O error it wraps (keeping `BrokenPipe` recognisable).
+pub fn csv_io(e: csv::Error) -> io::Error {
+    let msg = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        _ => io::Error::other(msg),
+    }
+}
+
+/// Writes a header-first CSV: `header`, then each row, quoted where needed (RFC 4180).
+pub fn write_csv<R, I>(out: &mut dyn Write, header: &[&str], rows: R) -> io::Result<()>
+where
+    R: IntoIterator<Item = I>,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(header).map_err(csv_io)?;
+    for row in rows {
+        w.write_record(row).map_err(csv_io)?;
+    }
+    w.flush()
+}
+
+/// A CSV cell of an optional number: empty when absent, every digit otherwise.
+pub fn cell<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(String::new, |x| x.to_string())
+}
+
+/// `x` to `digits` significant digits, trailing zeros kept so that columns align
+/// (`0.130000`, `0.00602994`), in scientific notation outside 1e-5 ..= 1e`digits`.
+pub fn sig(x: f64, digits: usize) -> String {
+    let digits = digits.max(1);
+    if x == 0.0 {
+        return format!("{:.*}", digits - 1, 0.0);
+    }
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    // The exponent after rounding (9.9999996 rounds to 1.00000e1).
+    let e = format!("{:.*e}", digits - 1, x);
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-5..digits as i32).contains(&exp) {
+        let decimals = (digits as i32 - 1 - exp).max(0) as usize;
+        format!("{x:.decimals$}")
+    } else {
+        format!("{mantissa}e{exp}")
+    }
+}
+
+/// Like [`sig`], without trailing zeros: for labels such as a width (`0.1`, `1.00202`).
+pub fn sig_trim(x: f64, digits: usize) -> String {
+    let s = sig(x, digits);
+    match s.split_once('e') {
+        Some((m, e)) => format!("{}e{e}", trim_zeros(m)),
+        None => trim_zeros(&s).to_owned(),
+    }
+}
+
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+/// Checks, before any work starts, that `path` (given to `flag`) ends in `.ext` and can be
+/// written: an existing file is opened for appending (not truncated), a new one is created
+/// and removed again. Bad input: exit code 2, naming the flag and the path.
+pub fn check_output_path(flag: &str, path: &Path, ext: &str) -> Result<(), AppError> {
+    let bad = |why: String| AppError::usage(format!("{flag} {}: {why}", path.display()));
+    if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+        return Err(bad(format!("must end in .{ext}")));
+    }
+    if path.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let cannot = |e: io::Error| bad(format!("cannot be written: {e}"));
+    if path.exists() {
+        OpenOptions::new().append(true).open(path).map_err(cannot)?;
+    } else {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(cannot)?;
+        // Only a probe: the real file is written when the results are in.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 fn list(v: &[f64]) -> String {
     v.iter()
         .map(ToString::to_string)
@@ -31,7 +215,8 @@ fn list(v: &[f64]) -> String {
         .join(", ")
 }
 
-fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
+fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
+    let d = TABLE_DIGITS;
     writeln!(
         out,
         "Parzen-window (hypercube) density estimate at x = ({})",
@@ -68,41 +253,36 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
         r.backend, r.workers
     )?;
     writeln!(out)?;
-    let h_width = r
-        .results
-        .iter()
-        .map(|row| row.h.to_string().len())
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let hs: Vec<String> = r.results.iter().map(|row| sig_trim(row.h, d)).collect();
+    let h_width = hs.iter().map(String::len).max().unwrap_or(1).max(1);
     let has_truth = r.true_density.is_some();
     write!(
         out,
-        "{:>5}  {:>h_width$}  {:>10}  {:<22}",
+        "{:>5}  {:>h_width$}  {:>10}  {:>12}",
         "pos", "h", "k", "p(x)"
     )?;
     if has_truth {
-        write!(out, "  |p(x) - p_true|")?;
+        write!(out, "  {:>15}", "|p(x) - p_true|")?;
     }
     writeln!(out)?;
-    for row in &r.results {
+    for (row, h) in r.results.iter().zip(&hs) {
         match (row.count, row.density, &row.error) {
-            (Some(k), Some(d), _) => {
+            (Some(k), Some(p), _) => {
                 write!(
                     out,
-                    "{:>5}  {:>h_width$}  {:>10}  {:<22}",
-                    row.pos, row.h, k, d
+                    "{:>5}  {h:>h_width$}  {k:>10}  {:>12}",
+                    row.pos,
+                    sig(p, d)
                 )?;
                 if let Some(t) = r.true_density {
-                    write!(out, "  {}", (d - t).abs())?;
+                    write!(out, "  {:>15}", sig((p - t).abs(), d))?;
                 }
                 writeln!(out)?;
             }
             (_, _, error) => writeln!(
                 out,
-                "{:>5}  {:>h_width$}  FAILED: {}",
+                "{:>5}  {h:>h_width$}  FAILED: {}",
                 row.pos,
-                row.h,
                 error
                     .as_deref()
                     .unwrap_or("no result")
@@ -116,17 +296,21 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(out)?;
     match (r.true_density, &r.best) {
         (Some(t), Some(b)) => {
-            writeln!(out, "true density p(x) = {t}")?;
+            writeln!(out, "true density p(x) = {}", sig(t, d))?;
             writeln!(
                 out,
                 "closest estimate: h = {} (pos {}), p(x) = {}, off by {}",
-                b.h,
+                sig_trim(b.h, d),
                 b.pos,
-                b.density,
-                (b.density - t).abs()
+                sig(b.density, d),
+                sig((b.density - t).abs(), d)
             )?;
         }
-        (Some(t), None) => writeln!(out, "true density p(x) = {t}; no estimate succeeded")?,
+        (Some(t), None) => writeln!(
+            out,
+            "true density p(x) = {}; no estimate succeeded",
+            sig(t, d)
+        )?,
         (None, _) => writeln!(
             out,
             "true density unknown (samples from a file): no closest width"
@@ -151,16 +335,92 @@ fn write_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
     )
 }
 
-fn write_csv(out: &mut impl Write, r: &Report) -> io::Result<()> {
-    writeln!(out, "pos,h,count,density,abs_error")?;
-    for row in &r.results {
-        let count = row.count.map(|c| c.to_string()).unwrap_or_default();
-        let density = row.density.map(|d| d.to_string()).unwrap_or_default();
-        let err = match (row.density, r.true_density) {
-            (Some(d), Some(t)) => (d - t).abs().to_string(),
-            _ => String::new(),
-        };
-        writeln!(out, "{},{},{count},{density},{err}", row.pos, row.h)?;
+/// `pos,h,count,density,abs_error,error`: one row per width; a failed row has empty
+/// numbers and its error text.
+fn write_sweep_csv(out: &mut dyn Write, r: &Report) -> io::Result<()> {
+    write_csv(
+        out,
+        &["pos", "h", "count", "density", "abs_error", "error"],
+        r.results.iter().map(|row| {
+            let err = match (row.density, r.true_density) {
+                (Some(d), Some(t)) => Some((d - t).abs()),
+                _ => None,
+            };
+            [
+                row.pos.to_string(),
+                row.h.to_string(),
+                cell(row.count),
+                cell(row.density),
+                cell(err),
+                row.error.clone().unwrap_or_default(),
+            ]
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn significant_digits_round_and_align() {
+        assert_eq!(sig(0.12999999999999998, 6), "0.130000");
+        assert_eq!(sig(0.15915494309189535, 6), "0.159155");
+        assert_eq!(sig(0.006029943091895362, 6), "0.00602994");
+        assert_eq!(sig(-0.5, 6), "-0.500000");
+        assert_eq!(sig(9.9999996, 6), "10.0000");
+        assert_eq!(sig(123456.7, 6), "123457");
+        assert_eq!(sig(1234567.0, 6), "1.23457e6");
+        assert_eq!(sig(0.0000012345678, 6), "1.23457e-6");
+        assert_eq!(sig(0.0, 6), "0.00000");
+        assert_eq!(sig(f64::INFINITY, 6), "inf");
+        assert_eq!(sig_trim(0.1, 6), "0.1");
+        assert_eq!(sig_trim(1.0, 6), "1");
+        assert_eq!(sig_trim(1.002020202020202, 6), "1.00202");
+        assert_eq!(sig_trim(2.5e-7, 6), "2.5e-7");
     }
-    Ok(())
+
+    #[test]
+    fn tracked_knows_whether_anything_went_out() {
+        let mut t = Tracked::new(Vec::new());
+        assert!(!t.written());
+        t.write_all(b"").unwrap();
+        assert!(!t.written());
+        t.write_all(b"x").unwrap();
+        assert!(t.written());
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let mut out = Vec::new();
+        write_csv(
+            &mut out,
+            &["a", "b"],
+            [["1".to_owned(), "killed, \"badly\"\nline 2".to_owned()]],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,b\n1,\"killed, \"\"badly\"\"\nline 2\"\n"
+        );
+    }
+
+    #[test]
+    fn output_paths_are_checked_without_being_left_behind() {
+        let dir = std::env::temp_dir().join(format!("coordinator-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let new = dir.join("new.svg");
+        check_output_path("--plot", &new, "svg").unwrap();
+        assert!(!new.exists(), "the probe must not stay");
+        let e = check_output_path("--plot", &dir.join("x.png"), "svg").unwrap_err();
+        assert!(e.to_string().contains("x.png") && e.exit_code() == 2, "{e}");
+        let e = check_output_path("--timeline", &dir.join("no/such/t.svg"), "svg").unwrap_err();
+        assert!(e.to_string().starts_with("--timeline "), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let existing = dir.join("old.svg");
+        std::fs::write(&existing, "keep").unwrap();
+        check_output_path("--plot", &existing, "svg").unwrap();
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

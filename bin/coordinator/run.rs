@@ -4,6 +4,7 @@ use crate::config::{RunConfig, Source};
 use crate::error::AppError;
 use crate::signals::{self, Interrupts};
 use crate::tasks::{Estimate, ParzenJob, SweepContext};
+use crate::timeline::Drawing;
 use procpool::{Error, JobError, Pool};
 use serde::Serialize;
 use std::time::Instant;
@@ -59,9 +60,12 @@ pub enum SourceReport {
     },
 }
 
-/// Everything a sweep produced, in the shape `--format json` prints.
+/// Everything a sweep produced, in the shape `--format json` prints. New fields go at the
+/// end; a change to an existing field's meaning bumps [`crate::output::SWEEP_SCHEMA`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// "coordinator.sweep/1".
+    pub schema: &'static str,
     /// Backend name.
     pub backend: String,
     /// Number of workers.
@@ -96,8 +100,12 @@ pub struct Report {
     pub interrupted: Option<String>,
 }
 
-/// Runs the sweep described by `cfg`.
-pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError> {
+/// Runs the sweep described by `cfg`: the report, and the run's timeline when
+/// `cfg.timeline` asks for one (drawn by the caller, after the report is out).
+pub fn run(
+    cfg: &RunConfig,
+    interrupts: &Interrupts,
+) -> Result<(Report, Option<Drawing>), AppError> {
     let started = Instant::now();
     let prepared = SweepContext::new(&cfg.samples, &cfg.point)?;
     let mut builder = Pool::<ParzenJob>::builder()
@@ -176,23 +184,21 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
     });
     interrupts.disarm();
     drop(pool);
-    if let (Some(path), Some(t)) = (&cfg.timeline, &timeline) {
-        crate::timeline::draw(
-            t,
-            &format!(
-                "Parzen sweep: {} widths, n = {}, {} backend, {} workers",
-                cfg.widths.len(),
-                cfg.samples.len(),
-                cfg.backend,
-                workers
-            ),
-            path,
-        )?;
-    }
+    let drawing = timeline.map(|timeline| Drawing {
+        timeline,
+        title: format!(
+            "Parzen sweep: {} widths, n = {}, {} backend, {} workers",
+            cfg.widths.len(),
+            cfg.samples.len(),
+            cfg.backend,
+            workers
+        ),
+    });
     let interrupted = interrupts.caught().map(|s| signals::name(s).to_owned());
     let best = cfg.true_density.and_then(|truth| closest(&results, truth));
     let failed = results.iter().filter(|r| r.error.is_some()).count();
-    Ok(Report {
+    let report = Report {
+        schema: crate::output::SWEEP_SCHEMA,
         backend: cfg.backend.to_string(),
         workers,
         pids,
@@ -218,7 +224,8 @@ pub fn run(cfg: &RunConfig, interrupts: &Interrupts) -> Result<Report, AppError>
         elapsed_s,
         ready_s,
         interrupted,
-    })
+    };
+    Ok((report, drawing))
 }
 
 /// The first row whose estimate is closest to `truth`.

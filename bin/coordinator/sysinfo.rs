@@ -1,11 +1,12 @@
 //! `coordinator sysinfo`: what the seed's `print_sysinfo` printed, for a Rust build —
-//! so every benchmark result can say which machine and compiler made it.
+//! so every benchmark result can say which machine and compiler made it. The machine is
+//! read through the `sysinfo` crate (Linux, macOS, the BSDs, Windows), not from `/proc`.
 
 use crate::cli::Format;
-use crate::output::json_io;
+use crate::output::{SYSINFO_SCHEMA, cell, write_csv, write_json};
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::io::{self, Write};
+use sysinfo::{CpuRefreshKind, RefreshKind, System};
 
 /// The machine and the build.
 #[derive(Debug, Clone, Serialize)]
@@ -18,10 +19,12 @@ pub struct SysInfo {
     pub target: String,
     /// Cargo profile (debug or release).
     pub profile: String,
-    /// Operating system.
+    /// Kernel name ("Linux", "Darwin"), as Python's `platform.system()`.
     pub system: String,
     /// Kernel release.
     pub release: String,
+    /// The operating system by name and version ("Linux (Debian GNU/Linux 12)"), when known.
+    pub os: Option<String>,
     /// Machine architecture.
     pub machine: String,
     /// CPU model.
@@ -34,52 +37,67 @@ pub struct SysInfo {
     pub physical_cores: Option<usize>,
 }
 
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
+/// `coordinator sysinfo --format json`: the fields with their schema.
+#[derive(Serialize)]
+struct Document<'a> {
+    schema: &'static str,
+    #[serde(flatten)]
+    info: &'a SysInfo,
 }
 
 impl SysInfo {
     /// Reads it off this machine.
     pub fn collect() -> SysInfo {
-        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
-        let field = |name: &str| {
-            cpuinfo.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == name).then(|| v.trim().to_owned())
-            })
-        };
-        let logical = cpuinfo
-            .lines()
-            .filter(|l| l.starts_with("processor"))
-            .count();
+        let sys =
+            System::new_with_specifics(RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()));
         let available = std::thread::available_parallelism().map_or(1, usize::from);
+        let kernel = System::kernel_long_version();
+        let processor = sys
+            .cpus()
+            .first()
+            .map(|c| c.brand().trim().to_owned())
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "unknown".into());
         SysInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             rustc: env!("COORDINATOR_RUSTC").to_owned(),
             target: env!("COORDINATOR_TARGET").to_owned(),
             profile: env!("COORDINATOR_PROFILE").to_owned(),
-            system: read("/proc/sys/kernel/ostype")
-                .unwrap_or_else(|| std::env::consts::OS.to_owned()),
-            release: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            system: kernel
+                .split_whitespace()
+                .next()
+                .filter(|k| *k != "Unknown")
+                .map_or_else(|| std::env::consts::OS.to_owned(), str::to_owned),
+            release: System::kernel_version().unwrap_or_else(|| "unknown".into()),
+            os: System::long_os_version(),
             machine: std::env::consts::ARCH.to_owned(),
-            processor: field("model name")
-                .or_else(|| field("Model"))
-                .or_else(|| field("cpu model"))
-                .unwrap_or_else(|| "unknown".into()),
-            logical_cores: if logical > 0 { logical } else { available },
+            processor,
+            logical_cores: match sys.cpus().len() {
+                0 => available,
+                n => n,
+            },
             available_cores: available,
-            physical_cores: physical_cores(&cpuinfo),
+            physical_cores: System::physical_core_count(),
         }
     }
 
-    /// Writes it as the seed did, one `name : value` per line, or as JSON.
-    pub fn write(&self, out: &mut (impl Write + ?Sized), format: Format) -> io::Result<()> {
-        if format == Format::Json {
-            serde_json::to_writer_pretty(&mut *out, self).map_err(json_io)?;
-            return writeln!(out);
+    /// Writes it as the seed did, one `name : value` per line; as JSON; or as CSV (a
+    /// header and one row).
+    pub fn write(&self, out: &mut dyn Write, format: Format) -> io::Result<()> {
+        match format {
+            Format::Json => write_json(
+                out,
+                &Document {
+                    schema: SYSINFO_SCHEMA,
+                    info: self,
+                },
+            ),
+            Format::Csv => self.write_csv(out),
+            Format::Table => self.write_table(out),
         }
+    }
+
+    fn write_table(&self, out: &mut dyn Write) -> io::Result<()> {
         let physical = self
             .physical_cores
             .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
@@ -92,6 +110,9 @@ impl SysInfo {
         writeln!(out)?;
         writeln!(out, "system          : {}", self.system)?;
         writeln!(out, "release         : {}", self.release)?;
+        if let Some(os) = &self.os {
+            writeln!(out, "os              : {os}")?;
+        }
         writeln!(out, "machine         : {}", self.machine)?;
         writeln!(out, "processor       : {}", self.processor)?;
         writeln!(
@@ -100,41 +121,38 @@ impl SysInfo {
             self.logical_cores, self.available_cores
         )
     }
-}
 
-/// Distinct (physical id, core id) pairs in /proc/cpuinfo, when it lists them.
-fn physical_cores(cpuinfo: &str) -> Option<usize> {
-    let mut cores = BTreeSet::new();
-    let (mut package, mut core) = (None, None);
-    for line in cpuinfo.lines().chain(std::iter::once("")) {
-        if line.trim().is_empty() {
-            if let Some(c) = core.take() {
-                cores.insert((package.take().unwrap_or(0), c));
-            }
-            package = None;
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            match k.trim() {
-                "physical id" => package = v.trim().parse::<u32>().ok(),
-                "core id" => core = v.trim().parse::<u32>().ok(),
-                _ => {}
-            }
-        }
-    }
-    (!cores.is_empty()).then_some(cores.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_physical_cores_from_cpuinfo() {
-        let two_threads_one_core = "processor : 0\nphysical id : 0\ncore id : 0\n\nprocessor : 1\nphysical id : 0\ncore id : 0\n";
-        assert_eq!(physical_cores(two_threads_one_core), Some(1));
-        let two_sockets = "processor : 0\nphysical id : 0\ncore id : 0\n\nprocessor : 1\nphysical id : 1\ncore id : 0\n";
-        assert_eq!(physical_cores(two_sockets), Some(2));
-        assert_eq!(physical_cores("processor : 0\n"), None);
+    fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
+        write_csv(
+            out,
+            &[
+                "version",
+                "rustc",
+                "target",
+                "profile",
+                "system",
+                "release",
+                "os",
+                "machine",
+                "processor",
+                "logical_cores",
+                "available_cores",
+                "physical_cores",
+            ],
+            [[
+                self.version.clone(),
+                self.rustc.clone(),
+                self.target.clone(),
+                self.profile.clone(),
+                self.system.clone(),
+                self.release.clone(),
+                self.os.clone().unwrap_or_default(),
+                self.machine.clone(),
+                self.processor.clone(),
+                self.logical_cores.to_string(),
+                self.available_cores.to_string(),
+                cell(self.physical_cores),
+            ]],
+        )
     }
 }

@@ -12,6 +12,22 @@ fn err(path: &Path, e: impl std::fmt::Display) -> AppError {
     AppError::failed(format!("could not draw {}: {e}", path.display()))
 }
 
+/// A recorded timeline and its chart title, to be drawn once the report is out.
+#[derive(Debug, Clone)]
+pub struct Drawing {
+    /// What the pool recorded.
+    pub timeline: Timeline,
+    /// The chart's title.
+    pub title: String,
+}
+
+impl Drawing {
+    /// Draws it as an SVG at `path`.
+    pub fn draw(&self, path: &Path) -> Result<(), AppError> {
+        draw(&self.timeline, &self.title, path)
+    }
+}
+
 /// Draws `t` as an SVG at `path`.
 pub fn draw(t: &Timeline, title: &str, path: &Path) -> Result<(), AppError> {
     let lanes = t.workers.iter().map(|w| w.worker + 1).max().unwrap_or(1);

@@ -3,12 +3,13 @@
 //! break-even size (the smallest at which the backend beats serial). Pools are started
 //! before timing: this measures the per-job cost, `overhead` measures start-up.
 
-use super::{Common, Spread, SuiteReport};
+use super::{Common, Finished, Spread, SuiteReport};
 use crate::cli::BenchArgs;
 use crate::config::default_workers;
 use crate::error::AppError;
+use crate::output::write_csv;
 use crate::tasks::Spin;
-use procpool::{Backend, Pool, Timeline};
+use procpool::{Backend, Pool};
 use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -89,8 +90,8 @@ fn time_runs(
     Ok(Spread::of(times))
 }
 
-/// Runs the suite.
-pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
+/// Runs the suite (it draws no timeline: a run is up to 250000 jobs).
+pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
     let sizes: Vec<f64> = match &args.sizes {
         Some(list) => super::parse_list::<f64>("--sizes", list)?,
         None => vec![1.0, 10.0, 100.0, 1000.0, 10_000.0],
@@ -122,14 +123,11 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         .set_length((configs.len() * sizes.len() * (common.repeat + 1)) as u64);
     common.progress.set_message("granularity");
     let mut rows = Vec::new();
-    let mut timeline: Option<(Timeline, usize, f64)> = None;
     for &(backend, workers) in &configs {
-        let record = backend == Backend::Process && common.timeline.is_some();
         let pool = Pool::<Spin>::builder()
             .backend(backend)
             .workers(workers)
             .chunksize(common.chunk)
-            .record_timeline(record)
             .build()?;
         common.interrupts.arm(pool.terminator());
         for &us in &sizes {
@@ -146,9 +144,6 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
                 max_s: spread.max_s,
                 speedup: 0.0,
             });
-        }
-        if record {
-            timeline = Some((pool.timeline(), workers, *sizes.last().unwrap_or(&0.0)));
         }
         common.interrupts.disarm();
         drop(pool);
@@ -179,23 +174,14 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
             }
         })
         .collect();
-    if let Some((t, w, _)) = &timeline {
-        // The timeline covers the whole pool's life; its jobs are every size in turn.
-        super::write_timeline(
-            common,
-            Some(t),
-            &format!(
-                "granularity: busy-spin jobs of every size in turn, process backend, {w} workers"
-            ),
-        )?;
-    }
-    Ok(Report {
+    let report = Report {
         suite: "granularity",
         repeat: common.repeat,
-        chunksize: format!("{:?}", common.chunk).to_lowercase(),
+        chunksize: common.chunk.to_string(),
         rows,
         break_even_us,
-    })
+    };
+    Ok((report, None))
 }
 
 fn fmt_us(us: f64) -> String {
@@ -285,21 +271,31 @@ impl SuiteReport for Report {
     }
 
     fn csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
+        write_csv(
             out,
-            "backend,workers,job_us,jobs,wall_s,min_s,max_s,speedup"
-        )?;
-        for r in &self.rows {
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{},{}",
-                r.backend, r.workers, r.job_us, r.jobs, r.wall_s, r.min_s, r.max_s, r.speedup
-            )?;
-        }
-        Ok(())
+            &[
+                "backend", "workers", "job_us", "jobs", "wall_s", "min_s", "max_s", "speedup",
+            ],
+            self.rows.iter().map(|r| {
+                [
+                    r.backend.clone(),
+                    r.workers.to_string(),
+                    r.job_us.to_string(),
+                    r.jobs.to_string(),
+                    r.wall_s.to_string(),
+                    r.min_s.to_string(),
+                    r.max_s.to_string(),
+                    r.speedup.to_string(),
+                ]
+            }),
+        )
     }
 
-    fn plot(&self, path: &std::path::Path) -> Result<(), AppError> {
+    fn name(&self) -> &'static str {
+        "granularity"
+    }
+
+    fn plot(&self, path: &std::path::Path, subtitle: &str) -> Result<(), AppError> {
         let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         for r in self.rows.iter().filter(|r| r.backend != "serial") {
             let name = format!("{} x{}", r.backend, r.workers);
@@ -308,6 +304,11 @@ impl SuiteReport for Report {
                 None => series.push((name, vec![(r.job_us, r.speedup)])),
             }
         }
-        super::plot::speedup_lines(path, "Speedup against serial by job size", &series)
+        super::plot::speedup_lines(
+            path,
+            "Speedup against serial by job size",
+            subtitle,
+            &series,
+        )
     }
 }

@@ -12,15 +12,17 @@ mod scaling;
 
 use crate::cli::{BenchArgs, Format, Suite};
 use crate::config::{check_workers, default_workers};
-use crate::error::AppError;
+use crate::error::{AppError, Outcome};
+use crate::output::check_output_path;
 use crate::signals::Interrupts;
 use crate::sysinfo::SysInfo;
+use crate::timeline::Drawing;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use procpool::{Backend, Chunk, Timeline};
+use procpool::{Backend, Chunk};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// What every suite is given.
 pub struct Common {
@@ -81,11 +83,16 @@ impl Spread {
 pub trait SuiteReport: Serialize {
     /// Aligned columns for people.
     fn table(&self, out: &mut dyn Write) -> std::io::Result<()>;
-    /// CSV rows with a header.
+    /// A header line, then one row per measurement; every number in full.
     fn csv(&self, out: &mut dyn Write) -> std::io::Result<()>;
-    /// An SVG chart.
-    fn plot(&self, path: &std::path::Path) -> Result<(), AppError>;
+    /// An SVG chart; `subtitle` names the machine and the date.
+    fn plot(&self, path: &Path, subtitle: &str) -> Result<(), AppError>;
+    /// "scaling", "overhead" or "granularity", for the JSON schema.
+    fn name(&self) -> &'static str;
 }
+
+/// What a suite hands back: its report and, if one was asked for, a run's timeline.
+pub type Finished<R> = Result<(R, Option<Drawing>), AppError>;
 
 /// Parses a comma-separated list given to `flag`.
 fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, AppError> {
@@ -123,8 +130,15 @@ pub fn default_scaling_workers() -> Vec<usize> {
     v
 }
 
-/// Runs the suite `args` names and prints it.
-pub fn run(args: &BenchArgs, interrupts: &Interrupts, out: &mut dyn Write) -> Result<(), AppError> {
+/// Runs the suite `args` names and prints it; then draws what `--plot` and `--timeline`
+/// ask for (after the report, so a chart that fails never costs the results). `progress`:
+/// whether a progress bar may show on a terminal (not under `-q`).
+pub fn run(
+    args: &BenchArgs,
+    progress: bool,
+    interrupts: &Interrupts,
+    out: &mut dyn Write,
+) -> Result<(), Outcome> {
     let backends = match &args.backends {
         Some(list) => {
             let mut v: Vec<Backend> = parse_list::<String>("--backends", list)?
@@ -152,7 +166,8 @@ pub fn run(args: &BenchArgs, interrupts: &Interrupts, out: &mut dyn Write) -> Re
         return Err(AppError::usage(format!(
             "--repeat must be between 1 and 1000, got {}",
             args.repeat
-        )));
+        ))
+        .into());
     }
     let chunk: Chunk = args.chunksize.parse().map_err(|_| {
         AppError::usage(format!(
@@ -160,15 +175,30 @@ pub fn run(args: &BenchArgs, interrupts: &Interrupts, out: &mut dyn Write) -> Re
             args.chunksize
         ))
     })?;
-    for path in [&args.plot, &args.timeline].into_iter().flatten() {
-        if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+    if args.timeline.is_some() {
+        if args.suite == Suite::Granularity {
+            return Err(AppError::usage(
+                "--timeline: bench granularity draws no timeline (a run is up to 250000 jobs, \
+                 too many to tell apart); its chart is --plot, and `bench scaling --timeline` \
+                 shows a run job by job",
+            )
+            .into());
+        }
+        if !backends.contains(&Backend::Process) {
             return Err(AppError::usage(format!(
-                "{} must end in .svg",
-                path.display()
-            )));
+                "--timeline draws a process-backend run, but --backends {} has no process",
+                args.backends.as_deref().unwrap_or_default()
+            ))
+            .into());
         }
     }
-    let progress = if std::io::stderr().is_terminal() {
+    // Before any work: a path we cannot write is bad input, not a lost result.
+    for (flag, path) in [("--plot", &args.plot), ("--timeline", &args.timeline)] {
+        if let Some(path) = path {
+            check_output_path(flag, path, "svg")?;
+        }
+    }
+    let progress = if progress && std::io::stderr().is_terminal() {
         let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} runs, {elapsed}")
@@ -187,80 +217,97 @@ pub fn run(args: &BenchArgs, interrupts: &Interrupts, out: &mut dyn Write) -> Re
         timeline: args.timeline.clone(),
         interrupts: interrupts.clone(),
     };
-    let sys = SysInfo::collect();
-    let report: Box<dyn Emit> = match args.suite {
-        Suite::Scaling => Box::new(scaling::run(args, &common)?),
-        Suite::Overhead => Box::new(overhead::run(args, &common)?),
-        Suite::Granularity => Box::new(granularity::run(args, &common)?),
+    let meta = Meta {
+        sys: SysInfo::collect(),
+        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    };
+    let finished: Result<(Box<dyn Emit>, Option<Drawing>), AppError> = match args.suite {
+        Suite::Scaling => scaling::run(args, &common).map(|(r, d)| (Box::new(r) as _, d)),
+        Suite::Overhead => overhead::run(args, &common).map(|(r, d)| (Box::new(r) as _, d)),
+        Suite::Granularity => granularity::run(args, &common).map(|(r, d)| (Box::new(r) as _, d)),
     };
     common.progress.finish_and_clear();
-    report.emit(out, args.format, &sys)?;
+    let (report, drawing) = finished?;
+    report.emit(out, args.format, &meta)?;
+    out.flush()?;
     if let Some(path) = &args.plot {
-        report.draw(path)?;
+        report.draw(path, &meta.subtitle())?;
+    }
+    if let (Some(path), Some(drawing)) = (&args.timeline, &drawing) {
+        drawing.draw(path)?;
     }
     Ok(())
+}
+
+/// Where and when a report was made: printed above a table, inside the JSON, under a
+/// chart's title.
+struct Meta {
+    sys: SysInfo,
+    /// UTC, RFC 3339, to the second.
+    date: String,
+}
+
+impl Meta {
+    /// "2026-11-26 16:20:52 UTC".
+    fn readable_date(&self) -> String {
+        format!("{} UTC", self.date.trim_end_matches('Z').replace('T', " "))
+    }
+
+    /// "AMD EPYC, 2 cores (2 physical), Linux 6.18.44; 2026-11-26 16:20 UTC".
+    fn subtitle(&self) -> String {
+        let s = &self.sys;
+        let physical = s
+            .physical_cores
+            .map_or_else(String::new, |p| format!(" ({p} physical)"));
+        let date = self.date.get(..16).unwrap_or(&self.date).replace('T', " ");
+        format!(
+            "{}, {} cores{physical}, {} {}; {date} UTC",
+            s.processor, s.logical_cores, s.system, s.release
+        )
+    }
 }
 
 /// Object-safe printing of any suite's report.
 trait Emit {
-    fn emit(&self, out: &mut dyn Write, format: Format, sys: &SysInfo) -> Result<(), AppError>;
-    fn draw(&self, path: &std::path::Path) -> Result<(), AppError>;
+    fn emit(&self, out: &mut dyn Write, format: Format, meta: &Meta) -> std::io::Result<()>;
+    fn draw(&self, path: &Path, subtitle: &str) -> Result<(), AppError>;
+}
+
+/// The JSON document of a suite: its schema, the machine, the date, then the report.
+#[derive(Serialize)]
+struct Document<'a, R> {
+    schema: String,
+    date: &'a str,
+    sysinfo: &'a SysInfo,
+    #[serde(flatten)]
+    report: &'a R,
 }
 
 impl<R: SuiteReport> Emit for R {
-    fn emit(&self, out: &mut dyn Write, format: Format, sys: &SysInfo) -> Result<(), AppError> {
-        let io = |e: std::io::Error| AppError::failed(format!("could not write the output: {e}"));
+    fn emit(&self, out: &mut dyn Write, format: Format, meta: &Meta) -> std::io::Result<()> {
         match format {
             Format::Table => {
-                sys.write(out, Format::Table).map_err(io)?;
-                writeln!(out).map_err(io)?;
-                self.table(out).map_err(io)?;
+                meta.sys.write(out, Format::Table)?;
+                writeln!(out, "date            : {}", meta.readable_date())?;
+                writeln!(out)?;
+                self.table(out)
             }
-            Format::Csv => {
-                let mut head = Vec::new();
-                sys.write(&mut head, Format::Table).map_err(io)?;
-                for line in String::from_utf8_lossy(&head)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                {
-                    writeln!(out, "# {line}").map_err(io)?;
-                }
-                self.csv(out).map_err(io)?;
-            }
-            Format::Json => {
-                #[derive(Serialize)]
-                struct WithSys<'a, R> {
-                    sysinfo: &'a SysInfo,
-                    #[serde(flatten)]
-                    report: &'a R,
-                }
-                serde_json::to_writer_pretty(
-                    &mut *out,
-                    &WithSys {
-                        sysinfo: sys,
-                        report: self,
-                    },
-                )
-                .map_err(|e| io(crate::output::json_io(e)))?;
-                writeln!(out).map_err(io)?;
-            }
+            // Header first, so csv.DictReader and pandas.read_csv take it as it is; the
+            // machine and the date are in the JSON.
+            Format::Csv => self.csv(out),
+            Format::Json => crate::output::write_json(
+                out,
+                &Document {
+                    schema: crate::output::bench_schema(self.name()),
+                    date: &meta.date,
+                    sysinfo: &meta.sys,
+                    report: self,
+                },
+            ),
         }
-        Ok(())
     }
 
-    fn draw(&self, path: &std::path::Path) -> Result<(), AppError> {
-        self.plot(path)
+    fn draw(&self, path: &Path, subtitle: &str) -> Result<(), AppError> {
+        self.plot(path, subtitle)
     }
-}
-
-/// Writes `timeline` to `path` as SVG, if a timeline was asked for.
-pub fn write_timeline(
-    common: &Common,
-    timeline: Option<&Timeline>,
-    title: &str,
-) -> Result<(), AppError> {
-    if let (Some(path), Some(t)) = (&common.timeline, timeline) {
-        crate::timeline::draw(t, title, path)?;
-    }
-    Ok(())
 }

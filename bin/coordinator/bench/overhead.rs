@@ -2,11 +2,14 @@
 //! worker ready), one `apply` round trip (and the CPU it burns, spinning included),
 //! empty-job throughput at chunksize 1 and auto, and bytes on the wire per job.
 
-use super::{Common, Spread, SuiteReport};
+use super::plot::{Bar, Measure};
+use super::{Common, Finished, Spread, SuiteReport};
 use crate::cli::BenchArgs;
 use crate::error::AppError;
+use crate::output::{cell, write_csv};
 use crate::tasks::Nop;
-use procpool::{Backend, Chunk, Pool, Timeline};
+use crate::timeline::Drawing;
+use procpool::{Backend, Chunk, Pool};
 use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -39,6 +42,14 @@ pub struct Row {
     pub auto_chunksize: Option<usize>,
     /// Bytes written and read per job on the wire at chunksize 1 (0 for threads, serial).
     pub bytes_per_job: f64,
+    /// Chunksize 1: the slowest timed run, in jobs per second.
+    pub chunk1_min_jobs_per_s: f64,
+    /// Chunksize 1: the fastest timed run.
+    pub chunk1_max_jobs_per_s: f64,
+    /// Chunksize auto: the slowest timed run.
+    pub auto_min_jobs_per_s: f64,
+    /// Chunksize auto: the fastest timed run.
+    pub auto_max_jobs_per_s: f64,
 }
 
 /// The suite's result.
@@ -128,8 +139,28 @@ fn throughput(pool: &Pool<Nop>, jobs: u64, common: &Common) -> Result<(Spread, u
     Ok((Spread::of(times), bytes))
 }
 
+/// A short run on its own pool, recorded for `--timeline` (never one of the timed ones:
+/// recording costs time per job, and a timed run's 100000 jobs cannot be told apart).
+fn picture(workers: usize) -> Result<Drawing, AppError> {
+    const APPLY: usize = 20;
+    const MAP: usize = 200;
+    let pool = build(Backend::Process, workers, Chunk::Fixed(1), true)?;
+    for _ in 0..APPLY {
+        pool.apply(Nop)?;
+    }
+    pool.map((0..MAP).map(|_| Nop))?;
+    pool.join();
+    Ok(Drawing {
+        timeline: pool.timeline(),
+        title: format!(
+            "overhead (not timed): process backend, {workers} workers: start-up, {APPLY} apply \
+             round trips, then map of {MAP} no-op jobs at chunksize 1"
+        ),
+    })
+}
+
 /// Runs the suite.
-pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
+pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
     let jobs = args.jobs.unwrap_or(100_000);
     if jobs == 0 || jobs > 100_000_000 {
         return Err(AppError::usage(format!(
@@ -154,7 +185,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         .set_length((configs.len() * (3 * common.repeat + 4)) as u64);
     common.progress.set_message("overhead");
     let mut rows = Vec::new();
-    let mut timeline: Option<(Timeline, usize)> = None;
+    let mut last_process = None;
     for (backend, workers) in configs {
         common.check_interrupted()?;
         // Start-up: build and drop, warm-up first.
@@ -171,8 +202,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         let ready = Spread::of(readies).median_s;
 
         // Round trips, on a warm pool.
-        let record = backend == Backend::Process && common.timeline.is_some();
-        let pool = build(backend, workers, Chunk::Fixed(1), record)?;
+        let pool = build(backend, workers, Chunk::Fixed(1), false)?;
         common.interrupts.arm(pool.terminator());
         for _ in 0..500 {
             pool.apply(Nop)?;
@@ -192,8 +222,8 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         let apply_cpu_us = cpu.as_secs_f64() * 1e6 / APPLIES as f64;
 
         let (chunk1, bytes) = throughput(&pool, jobs, common)?;
-        if record {
-            timeline = Some((pool.timeline(), workers));
+        if backend == Backend::Process {
+            last_process = Some(workers);
         }
         common.interrupts.disarm();
         drop(pool);
@@ -217,23 +247,23 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
             auto_jobs_per_s: jobs as f64 / auto.median_s,
             auto_chunksize,
             bytes_per_job: bytes as f64 / counted as f64,
+            chunk1_min_jobs_per_s: jobs as f64 / chunk1.max_s,
+            chunk1_max_jobs_per_s: jobs as f64 / chunk1.min_s,
+            auto_min_jobs_per_s: jobs as f64 / auto.max_s,
+            auto_max_jobs_per_s: jobs as f64 / auto.min_s,
         });
     }
-    if let Some((t, w)) = &timeline {
-        super::write_timeline(
-            common,
-            Some(t),
-            &format!(
-                "overhead: no-op jobs, process backend, {w} workers (start-up, round trips, chunksize 1)"
-            ),
-        )?;
-    }
-    Ok(Report {
+    let drawing = match last_process {
+        Some(workers) if common.timeline.is_some() => Some(picture(workers)?),
+        _ => None,
+    };
+    let report = Report {
         suite: "overhead",
         jobs,
         repeat: common.repeat,
         rows,
-    })
+    };
+    Ok((report, drawing))
 }
 
 impl SuiteReport for Report {
@@ -285,48 +315,95 @@ impl SuiteReport for Report {
     }
 
     fn csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
+        write_csv(
             out,
-            "backend,workers,ready_ms,ready_per_worker_ms,apply_p50_us,apply_p90_us,apply_cpu_us,chunk1_jobs_per_s,auto_jobs_per_s,auto_chunksize,bytes_per_job"
-        )?;
-        for r in &self.rows {
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{},{},{},{},{}",
-                r.backend,
-                r.workers,
-                r.ready_ms,
-                r.ready_per_worker_ms,
-                r.apply_p50_us,
-                r.apply_p90_us,
-                r.apply_cpu_us,
-                r.chunk1_jobs_per_s,
-                r.auto_jobs_per_s,
-                r.auto_chunksize.map_or_else(String::new, |c| c.to_string()),
-                r.bytes_per_job
-            )?;
-        }
-        Ok(())
+            &[
+                "backend",
+                "workers",
+                "ready_ms",
+                "ready_per_worker_ms",
+                "apply_p50_us",
+                "apply_p90_us",
+                "apply_cpu_us",
+                "chunk1_jobs_per_s",
+                "chunk1_min_jobs_per_s",
+                "chunk1_max_jobs_per_s",
+                "auto_jobs_per_s",
+                "auto_min_jobs_per_s",
+                "auto_max_jobs_per_s",
+                "auto_chunksize",
+                "bytes_per_job",
+            ],
+            self.rows.iter().map(|r| {
+                [
+                    r.backend.clone(),
+                    r.workers.to_string(),
+                    r.ready_ms.to_string(),
+                    r.ready_per_worker_ms.to_string(),
+                    r.apply_p50_us.to_string(),
+                    r.apply_p90_us.to_string(),
+                    r.apply_cpu_us.to_string(),
+                    r.chunk1_jobs_per_s.to_string(),
+                    r.chunk1_min_jobs_per_s.to_string(),
+                    r.chunk1_max_jobs_per_s.to_string(),
+                    r.auto_jobs_per_s.to_string(),
+                    r.auto_min_jobs_per_s.to_string(),
+                    r.auto_max_jobs_per_s.to_string(),
+                    cell(r.auto_chunksize),
+                    r.bytes_per_job.to_string(),
+                ]
+            }),
+        )
     }
 
-    fn plot(&self, path: &std::path::Path) -> Result<(), AppError> {
-        let mut bars = Vec::new();
-        for r in &self.rows {
-            bars.push((
-                format!("{} {} chunk 1", r.backend, r.workers),
-                r.chunk1_jobs_per_s / 1e6,
-            ));
-            bars.push((
-                format!("{} {} auto", r.backend, r.workers),
-                r.auto_jobs_per_s / 1e6,
-            ));
-        }
+    fn plot(&self, path: &std::path::Path, subtitle: &str) -> Result<(), AppError> {
         super::plot::bars(
             path,
-            "Empty-job throughput",
-            &format!("million no-op jobs per second ({} jobs per run)", self.jobs),
-            &bars,
+            "Empty-job throughput: what orchestration costs per job",
+            subtitle,
+            &format!(
+                "no-op jobs per second through map ({} jobs a run); bar = median of {}",
+                self.jobs, self.repeat
+            ),
+            Measure::Rate,
+            &self.bars(),
             None,
         )
+    }
+
+    fn name(&self) -> &'static str {
+        "overhead"
+    }
+}
+
+impl Report {
+    /// Two bars per configuration (chunksize 1, then auto), with the spread of their runs.
+    fn bars(&self) -> Vec<Bar> {
+        let mut bars = Vec::new();
+        for r in &self.rows {
+            let name = if r.backend == "serial" {
+                "serial".to_owned()
+            } else {
+                format!("{} x{}", r.backend, r.workers)
+            };
+            bars.push(Bar {
+                label: format!("{name}, chunksize 1"),
+                backend: r.backend.clone(),
+                median: r.chunk1_jobs_per_s,
+                min: r.chunk1_min_jobs_per_s,
+                max: r.chunk1_max_jobs_per_s,
+            });
+            bars.push(Bar {
+                label: match r.auto_chunksize {
+                    Some(c) => format!("{name}, auto ({c})"),
+                    None => format!("{name}, auto"),
+                },
+                backend: r.backend.clone(),
+                median: r.auto_jobs_per_s,
+                min: r.auto_min_jobs_per_s,
+                max: r.auto_max_jobs_per_s,
+            });
+        }
+        bars
     }
 }

@@ -3,11 +3,14 @@
 //! article's `multiprocess()` timed: start the pool (the context — each sample's distance
 //! to the point — goes once to each worker), run every width, shut the pool down.
 
-use super::{Common, Spread, SuiteReport};
+use super::plot::{Bar, Measure};
+use super::{Common, Finished, Spread, SuiteReport};
 use crate::cli::BenchArgs;
 use crate::config::DEFAULT_SEED;
 use crate::error::AppError;
+use crate::output::{cell, write_csv};
 use crate::tasks::{ParzenJob, SweepContext};
+use crate::timeline::Drawing;
 use parzen::Gaussian;
 use procpool::{Backend, Pool, Timeline};
 use serde::Serialize;
@@ -99,8 +102,8 @@ fn run_once(
     })
 }
 
-/// Runs the suite.
-pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
+/// Runs the suite; the timeline, if asked for, is of the last timed process-backend run.
+pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
     let (samples, data) = match &args.data {
         Some(path) => (
             parzen::load(path).map_err(|e| AppError::usage(format!("--data: {e}")))?,
@@ -150,6 +153,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
     common.progress.set_message("scaling");
     let last_process = configs.iter().rposition(|(b, _)| *b == Backend::Process);
     let mut rows = Vec::new();
+    let mut drawing = None;
     let mut reference: Option<Vec<u64>> = None;
     let mut identical = true;
     for (i, &(backend, workers)) in configs.iter().enumerate() {
@@ -169,16 +173,15 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
             common.progress.inc(1);
             walls.push(once.wall);
             readies.push(once.ready);
-            if record {
-                super::write_timeline(
-                    common,
-                    once.timeline.as_ref(),
-                    &format!(
+            if let Some(timeline) = once.timeline {
+                drawing = Some(Drawing {
+                    timeline,
+                    title: format!(
                         "Parzen sweep, {} widths, n = {}: process backend, {workers} workers",
                         widths.len(),
                         samples.len()
                     ),
-                )?;
+                });
             }
         }
         rows.push(Row {
@@ -195,17 +198,18 @@ pub fn run(args: &BenchArgs, common: &Common) -> Result<Report, AppError> {
         r.speedup = serial / r.wall.median_s;
         r.efficiency = r.speedup / r.workers as f64;
     }
-    Ok(Report {
+    let report = Report {
         suite: "scaling",
         samples: samples.len(),
         dims: samples.dims(),
         data,
         widths: widths.len(),
         repeat: common.repeat,
-        chunksize: format!("{:?}", common.chunk).to_lowercase(),
+        chunksize: common.chunk.to_string(),
         identical,
         rows,
-    })
+    };
+    Ok((report, drawing))
 }
 
 impl SuiteReport for Report {
@@ -253,49 +257,74 @@ impl SuiteReport for Report {
     }
 
     fn csv(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(
+        write_csv(
             out,
-            "backend,workers,median_s,min_s,max_s,ready_s,speedup,efficiency"
-        )?;
-        for r in &self.rows {
-            writeln!(
-                out,
-                "{},{},{},{},{},{},{},{}",
-                r.backend,
-                r.workers,
-                r.wall.median_s,
-                r.wall.min_s,
-                r.wall.max_s,
-                r.ready_s,
-                r.speedup,
-                r.efficiency
-            )?;
-        }
-        Ok(())
+            &[
+                "backend",
+                "workers",
+                "median_s",
+                "min_s",
+                "max_s",
+                "ready_s",
+                "speedup",
+                "efficiency",
+            ],
+            self.rows.iter().map(|r| {
+                [
+                    r.backend.clone(),
+                    r.workers.to_string(),
+                    r.wall.median_s.to_string(),
+                    r.wall.min_s.to_string(),
+                    r.wall.max_s.to_string(),
+                    r.ready_s.to_string(),
+                    cell(Some(r.speedup)),
+                    cell(Some(r.efficiency)),
+                ]
+            }),
+        )
     }
 
-    fn plot(&self, path: &std::path::Path) -> Result<(), AppError> {
-        let bars: Vec<(String, f64)> = self
-            .rows
-            .iter()
-            .map(|r| {
-                let label = if r.backend == "serial" {
-                    "serial".to_owned()
-                } else {
-                    format!("{} {}", r.backend, r.workers)
-                };
-                (label, r.wall.median_s)
-            })
-            .collect();
+    fn plot(&self, path: &std::path::Path, subtitle: &str) -> Result<(), AppError> {
         super::plot::bars(
             path,
             &format!(
-                "Serial vs. threads vs. processes: Parzen sweep, n = {}",
-                self.samples
+                "Serial vs. threads vs. processes: Parzen sweep of {} widths, n = {}",
+                self.widths, self.samples
             ),
-            &format!("median seconds for {} widths (dashed: serial)", self.widths),
-            &bars,
-            self.rows.first().map(|r| r.wall.median_s),
+            subtitle,
+            &format!(
+                "a run: start the pool, {} widths, shut down; bar = median of {}",
+                self.widths, self.repeat
+            ),
+            Measure::Time,
+            &self.bars(),
+            self.rows
+                .first()
+                .map(|r| ("serial (median)", r.wall.median_s)),
         )
+    }
+
+    fn name(&self) -> &'static str {
+        "scaling"
+    }
+}
+
+impl Report {
+    /// One bar per configuration, serial first, with the spread of its timed runs.
+    fn bars(&self) -> Vec<Bar> {
+        self.rows
+            .iter()
+            .map(|r| Bar {
+                label: if r.backend == "serial" {
+                    "serial".to_owned()
+                } else {
+                    format!("{} x{}", r.backend, r.workers)
+                },
+                backend: r.backend.clone(),
+                median: r.wall.median_s,
+                min: r.wall.min_s,
+                max: r.wall.max_s,
+            })
+            .collect()
     }
 }

@@ -229,7 +229,22 @@ fn show<R: Serialize>(
     match args.format {
         DemoFormat::Text => text(&report, out)?,
         DemoFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, &report)?;
+            /// The report with its schema, `coordinator.demo.<name>/1`.
+            #[derive(Serialize)]
+            struct Document<'a, R> {
+                schema: String,
+                #[serde(flatten)]
+                report: &'a R,
+            }
+            let name = args
+                .name
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_owned());
+            let doc = Document {
+                schema: crate::output::demo_schema(&name),
+                report: &report,
+            };
+            serde_json::to_writer_pretty(&mut *out, &doc)?;
             writeln!(out)?;
         }
     }
