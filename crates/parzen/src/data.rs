@@ -626,7 +626,7 @@ mod tests {
     /// An npy file image with the given header dict text and raw data bytes.
     fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
         let mut text = dict.to_owned();
-        while (10 + text.len() + 1) % 64 != 0 {
+        while !(10 + text.len() + 1).is_multiple_of(64) {
             text.push(' ');
         }
         text.push('\n');

@@ -148,6 +148,21 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A caller-provided buffer has the wrong length for what is to be written into it.
+    #[error("{what} buffer holds {got} values but {expected} are needed")]
+    BufferLen {
+        /// Which buffer (`"distances"`, `"offsets"`, `"values"`...).
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length needed.
+        expected: usize,
+    },
+
+    /// Precomputed arrays (for example read from shared memory or the wire) are inconsistent.
+    #[error("invalid precomputed index: {0}")]
+    BadIndex(String),
+
     /// An `.npy` file is malformed or holds something other than a finite 2-D float64 array.
     #[error("{}: {reason}", .path.display())]
     Npy {
