@@ -119,6 +119,17 @@ pub enum Error {
     #[error("sample count must be >= 1, got {0}")]
     SampleCount(usize),
 
+    /// Drawing `n` samples of `d` dimensions needs more memory than can be allocated.
+    #[error("{n} samples of {d} dimensions need {bytes} bytes, which cannot be allocated")]
+    SampleAlloc {
+        /// Samples requested.
+        n: usize,
+        /// Dimensions.
+        d: usize,
+        /// Bytes needed (`n * d * 8`, computed without overflow).
+        bytes: u128,
+    },
+
     /// A file could not be opened, read or written.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {
@@ -128,6 +139,24 @@ pub enum Error {
         path: PathBuf,
         /// The OS reason.
         source: std::io::Error,
+    },
+
+    /// A path to load is not a regular file (a directory, a FIFO, a device...).
+    #[error("{}: is {kind}, not a regular file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. `"a directory"`.
+        kind: &'static str,
+    },
+
+    /// Loading a file would exceed a size or allocation limit (the message names both numbers).
+    #[error("{}: {reason}", .path.display())]
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// Which limit, with the numbers.
+        reason: String,
     },
 
     /// A CSV file has bad content (line numbers are 1-based).

@@ -16,9 +16,15 @@ pub mod gaussian;
 pub mod samples;
 pub mod widths;
 
-pub use data::{load, load_csv, load_npy, write_csv, write_npy};
+pub use data::{
+    LoadLimits, load, load_csv, load_csv_with, load_npy, load_npy_with, load_with, write_csv,
+    write_npy,
+};
 pub use error::{Error, Result};
-pub use estimate::{Prepared, density_from_count, estimate_naive, validate_width};
+pub use estimate::{
+    BucketKey, IndexView, Prepared, count_scan, density_from_count, estimate_naive, fill_distances,
+    fill_index, validate_width,
+};
 pub use gaussian::Gaussian;
 pub use samples::Samples;
 pub use widths::{default_widths, parse_widths, seed_benchmark_widths};
