@@ -15,7 +15,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use parzen::estimate::{BucketKey, IndexView, count_scan, fill_distances, fill_index};
-use parzen::{Gaussian, Prepared, Samples};
+use parzen::{Gaussian, Lscv, Prepared, Samples};
 
 const N: usize = 1_000_000;
 
@@ -85,6 +85,9 @@ fn bench(c: &mut Criterion) {
     let mut keys = vec![0u32; N];
     fill_distances(&s, &p, &mut dists).unwrap();
     fill_index(&s, &p, &key, &mut offsets, &mut values).unwrap();
+    for (k, d) in keys.iter_mut().zip(&dists) {
+        *k = (d.to_bits() >> 32) as u32;
+    }
 
     let mut g = c.benchmark_group("precompute");
     g.sample_size(20);
@@ -167,8 +170,45 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// LSCV terms at n = 1e4, d = 2, N(0, I): single widths (throughput = candidate pairs, so
+/// elements/s is pairs per second) and whole 100-width sweeps.
+fn bench_lscv(c: &mut Criterion) {
+    let n = 10_000;
+    let s = match Gaussian::standard(2).and_then(|g| g.sample(n, 123)) {
+        Ok(s) => s,
+        Err(e) => panic!("sampling failed: {e}"),
+    };
+    let lscv = Lscv::new(&s).unwrap();
+    let view = lscv.view();
+    let mut g = c.benchmark_group("lscv/width");
+    g.sample_size(10);
+    for h in [0.1, 0.5, 1.0, 1.2] {
+        g.throughput(Throughput::Elements(view.candidate_pairs(h)));
+        g.bench_function(format!("h={h}"), |b| b.iter(|| view.terms(black_box(h))));
+    }
+    g.finish();
+    let mut g = c.benchmark_group("lscv/sweep");
+    g.sample_size(10);
+    for (name, widths) in [
+        ("1.0-1.2", linspace(1.0, 1.2, 100)),
+        ("0.1-1.2", linspace(0.1, 1.2, 100)),
+    ] {
+        let pairs: u64 = widths.iter().map(|&h| view.candidate_pairs(h)).sum();
+        g.throughput(Throughput::Elements(pairs));
+        g.bench_function(name, |b| {
+            b.iter(|| widths.iter().map(|&h| view.terms(h).c).sum::<u64>())
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("lscv/prepare");
+    g.sample_size(10);
+    g.bench_function("n=1e4", |b| b.iter(|| Lscv::new(black_box(&s)).unwrap()));
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    bench_lscv(&mut c);
     bench(&mut c);
     c.final_summary();
 }

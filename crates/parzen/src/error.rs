@@ -177,6 +177,35 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Least-squares cross-validation needs at least two samples.
+    #[error("lscv needs at least 2 samples (its cross term divides by n - 1), got n = {0}")]
+    LscvTooFew(usize),
+
+    /// A column holds the same value in every sample, so LSCV has no minimum.
+    #[error(
+        "column {col} (0-based) is {value} in all {n} samples: with no spread in that \
+         dimension the lscv score keeps falling as the width shrinks; drop the column"
+    )]
+    ConstantColumn {
+        /// 0-based column.
+        col: usize,
+        /// The value it always holds.
+        value: f64,
+        /// Number of samples.
+        n: usize,
+    },
+
+    /// A width's powers or score leave the float64 range, so the score cannot be trusted.
+    #[error("lscv at h = {h:e} in {d} dimensions: {reason}")]
+    LscvRange {
+        /// The width.
+        h: f64,
+        /// Dimensions.
+        d: usize,
+        /// What overflowed or underflowed, with its value.
+        reason: String,
+    },
+
     /// A caller-provided buffer has the wrong length for what is to be written into it.
     #[error("{what} buffer holds {got} values but {expected} are needed")]
     BufferLen {

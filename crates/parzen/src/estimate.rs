@@ -467,13 +467,13 @@ struct RawPrepared {
 }
 
 /// `Vec<f64>` or `Vec<u64>` as one byte string of little-endian values.
-mod le_words {
+pub(crate) mod le_words {
     use std::marker::PhantomData;
 
     use serde::{Deserializer, Serializer};
 
     /// An 8-byte plain value with a little-endian form.
-    pub(super) trait Word: Copy {
+    pub(crate) trait Word: Copy {
         fn to_le(self) -> [u8; 8];
         fn from_le(bytes: [u8; 8]) -> Self;
     }
@@ -496,12 +496,12 @@ mod le_words {
         }
     }
 
-    pub(super) fn serialize<T: Word, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<T: Word, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le()).collect();
         serde_bytes::serialize(&bytes, s)
     }
 
-    pub(super) fn deserialize<'de, T: Word, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, T: Word, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Vec<T>, D::Error> {
         d.deserialize_bytes(Words(PhantomData))

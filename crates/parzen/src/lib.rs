@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod estimate;
 pub mod gaussian;
+pub mod lscv;
 pub mod samples;
 pub mod widths;
 
@@ -26,5 +27,6 @@ pub use estimate::{
     fill_index, validate_width,
 };
 pub use gaussian::Gaussian;
+pub use lscv::{Lscv, LscvView, Terms};
 pub use samples::Samples;
 pub use widths::{default_widths, parse_widths, seed_benchmark_widths};
