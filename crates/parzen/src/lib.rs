@@ -4,7 +4,10 @@
 //! multiprocessing" article: a sample counts towards the density at a point when it lies
 //! inside the axis-aligned hypercube of edge `h` centred on that point, and the density is
 //! `(k / n) / h^d`. [`estimate_naive`] is the literal reference; [`Prepared`] is the fast,
-//! bit-identical form that is shipped once to each worker.
+//! bit-identical form that is shipped once to each worker (a bucket index of each sample's
+//! distance to the point; [`fill_index`] and [`IndexView`] do the same in caller buffers,
+//! for shared memory). [`lscv`] scores widths by least-squares cross-validation, the
+//! O(pairs)-per-width sweep; [`data`] loads samples (mapping float64 `.npy` files).
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -29,4 +32,6 @@ pub use estimate::{
 pub use gaussian::Gaussian;
 pub use lscv::{Lscv, LscvView, Terms};
 pub use samples::Samples;
-pub use widths::{default_widths, parse_widths, seed_benchmark_widths};
+pub use widths::{
+    default_widths, normal_reference_width, parse_widths, reference_widths, seed_benchmark_widths,
+};
