@@ -30,6 +30,15 @@
 //! chosen from a subsample of the rows; it decides only how evenly the values spread over
 //! the buckets (speed), never a count. Worst case (all distances in one bucket, for example
 //! every sample at the same place) a count scans all n values, like [`count_scan`].
+//!
+//! Measured with `cargo bench -p parzen --bench kernel` (n = 1e6, d = 2, N(0, I), 100
+//! widths, one core of the 2-core AMD EPYC VM, buffers touched beforehand): the distances
+//! take 1.1 ms to fill and 0.10 to 0.14 ns per sample per width to scan (10 to 14 ms per
+//! 100 widths); the index takes 4.1 ms to fill (a histogram pass, then a scatter pass) and
+//! 0.15 to 0.3 µs per width (28 µs per 100 widths in 1.0..1.2). A scan of u32 keys (the
+//! top half of each distance's bits, exact ties resolved against the f64 values) was
+//! tried and ran at 0.28 to 0.34 ns per sample per width. A freshly allocated 8 MB buffer
+//! costs about 4 more ms of page faults on this VM, whichever layout fills it.
 
 use serde::{Deserialize, Serialize};
 
@@ -296,26 +305,62 @@ pub fn fill_index(
     check_point(samples, point)?;
     check_len("offsets", offsets.len(), key.offsets_len())?;
     check_len("values", values.len(), samples.len())?;
-    offsets.fill(0);
-    let hist = &mut offsets[1..];
-    each_distance(samples, point, |d| {
-        if let Some(c) = hist.get_mut(key.bucket(d)) {
-            *c += 1;
-        }
-    });
-    for i in 1..offsets.len() {
-        offsets[i] += offsets[i - 1];
+    // u32 positions are measurably faster (half the cache footprint) where n allows.
+    if u32::try_from(samples.len()).is_ok() {
+        scatter::<u32>(samples, point, key, offsets, values);
+    } else {
+        scatter::<u64>(samples, point, key, offsets, values);
     }
-    let mut next = offsets[..key.buckets()].to_vec();
-    each_distance(samples, point, |d| {
-        if let Some(slot) = next.get_mut(key.bucket(d)) {
-            if let Some(v) = values.get_mut(*slot as usize) {
-                *v = d;
-            }
-            *slot += 1;
-        }
-    });
     Ok(())
+}
+
+/// A position counter of [`fill_index`]: `u32` or `u64`.
+trait Slot: Copy + Default + Into<u64> + std::ops::AddAssign {
+    /// One.
+    const ONE: Self;
+    /// `v`, which fits (it is at most n).
+    fn from_u64(v: u64) -> Self;
+}
+
+impl Slot for u32 {
+    const ONE: u32 = 1;
+    fn from_u64(v: u64) -> u32 {
+        v as u32
+    }
+}
+
+impl Slot for u64 {
+    const ONE: u64 = 1;
+    fn from_u64(v: u64) -> u64 {
+        v
+    }
+}
+
+/// [`fill_index`]'s two passes, lengths checked: a histogram of the buckets, its prefix
+/// sums into `offsets`, then every distance written at its bucket's next position.
+fn scatter<C: Slot>(
+    samples: &Samples,
+    point: &[f64],
+    key: &BucketKey,
+    offsets: &mut [u64],
+    values: &mut [f64],
+) {
+    let mut next = vec![C::default(); key.buckets()];
+    // `bucket` is at most `buckets - 1`, so the indexing below never fails.
+    each_distance(samples, point, |d| next[key.bucket(d)] += C::ONE);
+    let mut start = 0u64;
+    for (offset, slot) in offsets.iter_mut().zip(next.iter_mut()) {
+        *offset = start;
+        start += (*slot).into();
+        *slot = C::from_u64(*offset);
+    }
+    offsets[key.buckets()] = start;
+    // Positions stay below n = values.len(): each bucket gets exactly its count.
+    each_distance(samples, point, |d| {
+        let slot = &mut next[key.bucket(d)];
+        values[(*slot).into() as usize] = d;
+        *slot += C::ONE;
+    });
 }
 
 /// A bucket index read from plain slices (for example a shared-memory mapping): counts and
