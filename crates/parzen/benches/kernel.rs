@@ -2,7 +2,7 @@
 //!
 //! - `precompute/*`: building each layout for n = 1e6, d = 2 (N(0, I), seed 123, point 0):
 //!   `distances` and `index` write into buffers allocated and touched once outside the
-//!   timing (as a caller's shared-memory buffers are); `prepared_new` allocates fresh ones
+//!   timing (as a caller's shared-memory buffers are); `prepared_new` (a `PreparedIndex`) allocates its own
 //!   (page faults included); `u32_keys` the keys of the u32 variant.
 //! - `widths/*`: counting 100 widths (`linspace(1.0, 1.2, 100)` and `linspace(0.1, 1.2,
 //!   100)`) with each layout; throughput is samples × widths, so criterion's elements/s
@@ -17,7 +17,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use parzen::estimate::{BucketKey, IndexView, count_scan, fill_distances, fill_index};
-use parzen::{Gaussian, Lscv, Prepared, Samples};
+use parzen::{Gaussian, Lscv, PreparedIndex, Samples};
 
 const N: usize = 1_000_000;
 
@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("prepared_new", |b| {
         b.iter_batched(
             || (),
-            |()| Prepared::new(&s, &p).unwrap(),
+            |()| PreparedIndex::new(&s, &p).unwrap(),
             BatchSize::PerIteration,
         )
     });

@@ -3,10 +3,11 @@
 //! The estimate follows Sebastian Raschka's "parallel programming with Python's
 //! multiprocessing" article: a sample counts towards the density at a point when it lies
 //! inside the axis-aligned hypercube of edge `h` centred on that point, and the density is
-//! `(k / n) / h^d`. [`estimate_naive`] is the literal reference; [`Prepared`] is the fast,
-//! bit-identical form that is shipped once to each worker (a bucket index of each sample's
-//! distance to the point; [`fill_index`] and [`IndexView`] do the same in caller buffers,
-//! for shared memory). [`lscv`] scores widths by least-squares cross-validation, the
+//! `(k / n) / h^d`. [`estimate_naive`] is the literal reference; [`Prepared`] (each sample's
+//! distance to the point, scanned per width) and [`PreparedIndex`] (a bucket index of those
+//! distances, about a microsecond per width) are the fast, bit-identical forms shipped once
+//! to each worker; [`fill_distances`], [`fill_index`] and [`IndexView`] do the same in
+//! caller buffers, for shared memory. [`lscv`] scores widths by least-squares cross-validation, the
 //! O(pairs)-per-width sweep; [`data`] loads samples (mapping float64 `.npy` files).
 
 #![deny(missing_docs)]
@@ -26,8 +27,8 @@ pub use data::{
 };
 pub use error::{Error, Result};
 pub use estimate::{
-    BucketKey, IndexView, Prepared, count_scan, density_from_count, estimate_naive, fill_distances,
-    fill_index, validate_width,
+    BucketKey, IndexView, Prepared, PreparedIndex, count_scan, density_from_count, estimate_naive,
+    fill_distances, fill_index, validate_width,
 };
 pub use gaussian::Gaussian;
 pub use lscv::{Lscv, LscvView, Terms};
