@@ -35,12 +35,13 @@
 //! every sample at the same place) a count scans all n values, like [`count_scan`].
 //!
 //! Measured with `cargo bench -p parzen --bench kernel` (n = 1e6, d = 2, N(0, I), 100
-//! widths, one core of the 2-core AMD EPYC VM, buffers touched beforehand): the distances
-//! take 1.1 ms to fill and 0.10 to 0.14 ns per sample per width to scan (10 to 14 ms per
-//! 100 widths); the index takes 4.1 ms to fill (a histogram pass, then a scatter pass) and
-//! 0.15 to 0.3 µs per width (28 µs per 100 widths in 1.0..1.2). A scan of u32 keys (the
-//! top half of each distance's bits, exact ties resolved against the f64 values) was
-//! tried and ran at 0.28 to 0.34 ns per sample per width. A freshly allocated 8 MB buffer
+//! widths, one core of the 2-core AMD EPYC VM shared with other builds, buffers touched
+//! beforehand; two runs): the distances take 1.0 to 1.1 ms to fill and 0.10 to 0.14 ns per
+//! sample per width to scan (10 to 14 ms per 100 widths); the index takes 3.8 to 4.7 ms to
+//! fill (a histogram pass, then a scatter pass) and 0.15 to 0.3 µs per width (25 to 28 µs
+//! per 100 widths in 1.0..1.2). A scan of u32 keys (the top half of each distance's bits,
+//! exact ties resolved against the f64 values) was tried: 1.3 to 1.5 ms to fill, 0.28 to
+//! 0.36 ns per sample per width. A freshly allocated 8 MB buffer
 //! costs about 4 more ms of page faults on this VM, whichever layout fills it.
 
 use serde::{Deserialize, Serialize};
