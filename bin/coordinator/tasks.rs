@@ -52,7 +52,7 @@ impl Task for ParzenJob {
     type Context = SweepContext;
     type Output = Estimate;
     fn run(self, ctx: &SweepContext) -> Estimate {
-        let count = parzen::count_within(&ctx.dists, self.h);
+        let count = parzen::count_scan(&ctx.dists, self.h);
         Estimate {
             count,
             density: parzen::density_from_count(count, ctx.dists.len(), ctx.dims, self.h),

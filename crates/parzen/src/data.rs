@@ -1,5 +1,41 @@
 //! Loading a user's own samples from CSV or `.npy` files, and writing them back for Python.
 //!
+//! # What is read, and how
+//!
+//! - `.npy`, little-endian float64, C order (what `numpy.save` writes for a float array):
+//!   the file is **mapped** read-only, like `numpy.load(f, mmap_mode='r')`, and the samples
+//!   borrow the mapping: nothing is copied or read into a `Vec`. Every value is still
+//!   checked finite (one pass, which also brings the pages in).
+//! - Other `.npy` layouts are converted once into an owned float64 array: float32 (`<f4`,
+//!   `>f4`), big-endian float64, integers (`i1`..`i8`, `u1`..`u8`; one beyond 2^53 in
+//!   magnitude is an error, as float64 cannot hold it exactly), Fortran order. 1-D arrays
+//!   are n samples of one dimension. Complex, object, string, bool and structured dtypes
+//!   are refused, naming the dtype; a `.npz` archive is refused with how to extract one
+//!   array from it.
+//! - CSV: one sample per line, an optional header line (see [`load_csv`]).
+//!
+//! # Bounds
+//!
+//! Nothing grows without a limit: only regular files are opened (a FIFO, a device such as
+//! `/dev/zero` or a directory is refused by name, and opening never blocks); a file over
+//! [`LoadLimits::max_file_bytes`] is refused before it is read; anything allocated for
+//! values (a conversion, CSV rows) must fit [`LoadLimits::max_alloc_bytes`] and is reserved
+//! with `try_reserve`, so an impossible request is an error, not an abort. An `.npy` header
+//! is at most [`MAX_NPY_HEADER_BYTES`], its shape product is overflow-checked and the data
+//! must be exactly as long as the shape says (never a read past the end). A CSV line over
+//! [`MAX_LINE_BYTES`] is an error naming its line number. Messages quote at most about
+//! 200 bytes of the offending input.
+//!
+//! # The caveat of mapping
+//!
+//! A mapped file must not change while the samples are alive. If another process truncates
+//! it, touching the lost pages raises `SIGBUS` and the process dies; if it rewrites it in
+//! place, the samples change under the estimate (and past the finite check). numpy's
+//! `mmap_mode` has exactly the same caveat. Copy the file first (or load a converted
+//! layout, which is owned) when something else may write to it during a run.
+//!
+//! # Why a hand-written `.npy` reader
+//!
 //! The `.npy` reader and writer are hand-written rather than built on the `npyz` crate:
 //! `npyz` multiplies the header's shape entries with unchecked `u64` arithmetic (a crafted
 //! shape panics in debug builds and wraps in release), reports every problem as a bare
@@ -7,27 +43,100 @@
 //! from "wrong dtype", and pulls in a full Python-literal parser (pest, num-bigint) for a
 //! header that here only ever needs `descr`, `fortran_order` and `shape`. The format is small
 //! and documented (magic `\x93NUMPY`, version, little-endian header length, a Python dict
-//! literal padded to 64 bytes), so a ~150-line reader gives exact error messages, never
+//! literal padded to 64 bytes), so a short reader gives exact error messages, never
 //! panics, and a writer that produces the same bytes as `numpy.save`.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::samples::Samples;
+use crate::samples::{Samples, first_non_finite};
 
-/// Loads samples by extension: `.npy` (any case) as numpy, anything else as CSV.
-pub fn load(path: &Path) -> Result<Samples> {
-    let is_npy = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if is_npy {
-        load_npy(path)
-    } else {
-        load_csv(path)
+/// How large a file may be and how much memory loading it may allocate for values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Largest file accepted, in bytes (checked before reading or mapping it).
+    pub max_file_bytes: u64,
+    /// Largest allocation for values (a converted `.npy`, CSV rows), in bytes. A mapped
+    /// float64 `.npy` allocates nothing and is bounded by `max_file_bytes` alone.
+    pub max_alloc_bytes: u64,
+}
+
+impl Default for LoadLimits {
+    /// 64 GiB files, 8 GiB of values (a billion float64).
+    fn default() -> LoadLimits {
+        LoadLimits {
+            max_file_bytes: 64 << 30,
+            max_alloc_bytes: 8 << 30,
+        }
     }
+}
+
+/// Longest CSV line accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Longest `.npy` header accepted, in bytes (numpy itself refuses headers over 10,000
+/// bytes unless told otherwise).
+pub const MAX_NPY_HEADER_BYTES: usize = 1 << 16;
+
+/// Most bytes of offending input a message quotes.
+const QUOTE_BYTES: usize = 200;
+
+/// `s` in double quotes, cut to about [`QUOTE_BYTES`] bytes (on a character boundary) with
+/// the full length said when cut.
+fn quote(s: &str) -> String {
+    if s.len() <= QUOTE_BYTES {
+        return format!("{s:?}");
+    }
+    let mut end = QUOTE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &s[..end], s.len())
+}
+
+/// Loads samples with the default [`LoadLimits`]: see [`load_with`].
+pub fn load(path: &Path) -> Result<Samples> {
+    load_with(path, &LoadLimits::default())
+}
+
+/// Loads samples as `.npy` when the file starts with numpy's magic or is named `.npy` (any
+/// case), refuses a `.npz` archive, and reads anything else as CSV.
+pub fn load_with(path: &Path, limits: &LoadLimits) -> Result<Samples> {
+    let (mut file, len) = open_regular(path, limits)?;
+    let mut head = [0u8; 6];
+    let got = read_up_to(&mut file, &mut head).map_err(|e| read_error(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| read_error(path, e))?;
+    let head = &head[..got];
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if head.starts_with(NPY_MAGIC)
+        || head.starts_with(ZIP_MAGIC)
+        || matches!(ext.as_deref(), Some("npy" | "npz"))
+    {
+        npy_from_file(path, &file, len, limits)
+    } else {
+        csv_from_file(path, file, limits)
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how many bytes were read.
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> Error {
@@ -46,27 +155,179 @@ fn write_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+fn limit_error(path: &Path, reason: String) -> Error {
+    Error::Limit {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// What a non-regular file is, for the message refusing it.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading without blocking (a FIFO would wait for a writer) and accepts
+/// it only if it is a regular file within `limits.max_file_bytes`; returns it and its length.
+fn open_regular(path: &Path, limits: &LoadLimits) -> Result<(File, u64)> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No effect on a regular file's reads; makes opening a FIFO return at once.
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path).map_err(|e| read_error(path, e))?;
+    let meta = file.metadata().map_err(|e| read_error(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
+    if meta.len() > limits.max_file_bytes {
+        return Err(limit_error(
+            path,
+            format!(
+                "file is {} bytes, over the limit of {} bytes",
+                meta.len(),
+                limits.max_file_bytes
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Loads one sample per row from a comma-separated file, with the default [`LoadLimits`]:
+/// see [`load_csv_with`].
+pub fn load_csv(path: &Path) -> Result<Samples> {
+    load_csv_with(path, &LoadLimits::default())
+}
+
 /// Loads one sample per row from a comma-separated file with an optional header line.
 ///
 /// The first non-blank line is a header when any of its fields is non-empty and not a
 /// number; blank (or whitespace-only) lines are skipped; every row must have the same
 /// number of fields, and every value must parse as a finite `f64` ("nan" and "inf" are
-/// rejected even though they parse).
-pub fn load_csv(path: &Path) -> Result<Samples> {
-    let file = File::open(path).map_err(|e| read_error(path, e))?;
+/// rejected even though they parse). A line may hold at most [`MAX_LINE_BYTES`] and the
+/// values at most `limits.max_alloc_bytes`.
+pub fn load_csv_with(path: &Path, limits: &LoadLimits) -> Result<Samples> {
+    let (file, _) = open_regular(path, limits)?;
+    csv_from_file(path, file, limits)
+}
+
+/// Why [`LineCap`] stopped a read: the 1-based line that is too long.
+#[derive(Debug)]
+struct LineTooLong(u64);
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {} is longer than {MAX_LINE_BYTES} bytes", self.0)
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Why [`LineCap`] stopped a read: the file grew past the size limit while being read.
+#[derive(Debug)]
+struct TooManyBytes(u64);
+
+impl std::fmt::Display for TooManyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for TooManyBytes {}
+
+/// A reader that fails once a line runs past [`MAX_LINE_BYTES`] or the whole input past a
+/// byte limit, so that the CSV parser's buffers stay bounded.
+struct LineCap<R> {
+    inner: R,
+    /// Newlines seen so far.
+    newlines: u64,
+    /// Bytes since the last newline.
+    run: usize,
+    /// Bytes read so far, and the most allowed.
+    total: u64,
+    max_total: u64,
+}
+
+impl<R: Read> Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // At most one line's worth per read, so a line wholly inside `buf` is within the cap.
+        let max = buf.len().min(MAX_LINE_BYTES);
+        let k = self.inner.read(&mut buf[..max])?;
+        let chunk = &buf[..k];
+        self.total += k as u64;
+        if self.total > self.max_total {
+            return Err(std::io::Error::other(TooManyBytes(self.max_total)));
+        }
+        let too_long = std::io::Error::other(LineTooLong(self.newlines + 1));
+        match (
+            chunk.iter().position(|&b| b == b'\n'),
+            chunk.iter().rposition(|&b| b == b'\n'),
+        ) {
+            (Some(first), Some(last)) => {
+                if self.run + first > MAX_LINE_BYTES {
+                    return Err(too_long);
+                }
+                self.newlines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.run = k - last - 1;
+            }
+            _ => self.run += k,
+        }
+        if self.run > MAX_LINE_BYTES {
+            return Err(std::io::Error::other(LineTooLong(self.newlines + 1)));
+        }
+        Ok(k)
+    }
+}
+
+/// Reads CSV samples from an opened regular file.
+fn csv_from_file(path: &Path, file: File, limits: &LoadLimits) -> Result<Samples> {
+    let capped = LineCap {
+        inner: file,
+        newlines: 0,
+        run: 0,
+        total: 0,
+        max_total: limits.max_file_bytes,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(BufReader::new(file));
+        .from_reader(capped);
     let bad = |line: u64, reason: String| Error::Csv {
         path: path.to_path_buf(),
         line,
         reason,
     };
+    let budget_values = usize::try_from(limits.max_alloc_bytes / 8).unwrap_or(usize::MAX);
 
     let mut record = csv::StringRecord::new();
-    let mut data = Vec::new();
+    let mut data: Vec<f64> = Vec::new();
     // (field count, line, which) of the header or first data row; every row must match it.
     let mut width: Option<(usize, u64, &str)> = None;
     let mut dims = 0;
@@ -78,12 +339,35 @@ pub fn load_csv(path: &Path) -> Result<Samples> {
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 return Err(match e.into_kind() {
-                    csv::ErrorKind::Io(source) => read_error(path, source),
+                    csv::ErrorKind::Io(source) => {
+                        if let Some(LineTooLong(at)) =
+                            source.get_ref().and_then(|r| r.downcast_ref())
+                        {
+                            bad(
+                                *at,
+                                format!(
+                                    "line is longer than {MAX_LINE_BYTES} bytes; is this a CSV file?"
+                                ),
+                            )
+                        } else if let Some(TooManyBytes(max)) =
+                            source.get_ref().and_then(|r| r.downcast_ref())
+                        {
+                            limit_error(
+                                path,
+                                format!("file grew past the limit of {max} bytes while read"),
+                            )
+                        } else {
+                            read_error(path, source)
+                        }
+                    }
                     csv::ErrorKind::Utf8 { err, .. } => bad(
                         line,
                         format!("field {} is not valid utf-8", err.field() + 1),
                     ),
-                    other => bad(line, format!("{other:?}").to_lowercase()),
+                    other => {
+                        let text = format!("{other:?}").to_lowercase();
+                        bad(line, quote(&text))
+                    }
                 });
             }
         }
@@ -114,18 +398,50 @@ pub fn load_csv(path: &Path) -> Result<Samples> {
             Some(_) => {}
         }
         dims = record.len();
+        let need = data.len().saturating_add(dims);
+        if need > budget_values {
+            return Err(limit_error(
+                path,
+                format!(
+                    "line {line}: {need} values need {} bytes, over the allocation budget of {} bytes",
+                    need.saturating_mul(8),
+                    limits.max_alloc_bytes
+                ),
+            ));
+        }
+        if need > data.capacity() {
+            // Grow geometrically, but never past the budget.
+            let target = need
+                .max(data.capacity().saturating_mul(2))
+                .min(budget_values);
+            data.try_reserve_exact(target - data.len()).map_err(|_| {
+                limit_error(
+                    path,
+                    format!(
+                        "line {line}: cannot allocate {} bytes for the values",
+                        target.saturating_mul(8)
+                    ),
+                )
+            })?;
+        }
         for (i, field) in record.iter().enumerate() {
             let column = i + 1;
             if field.is_empty() {
                 return Err(bad(line, format!("field {column} is empty")));
             }
-            let value: f64 = field
-                .parse()
-                .map_err(|_| bad(line, format!("field {column} {field:?} is not a number")))?;
+            let value: f64 = field.parse().map_err(|_| {
+                bad(
+                    line,
+                    format!("field {column} {} is not a number", quote(field)),
+                )
+            })?;
             if !value.is_finite() {
                 return Err(bad(
                     line,
-                    format!("field {column} {field:?} is not finite; values must be finite"),
+                    format!(
+                        "field {column} {} is not finite; values must be finite",
+                        quote(field)
+                    ),
                 ));
             }
             data.push(value);
@@ -162,18 +478,75 @@ pub fn write_csv(path: &Path, samples: &Samples) -> Result<()> {
 
 /// The `.npy` magic string.
 const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// A zip archive's first bytes (a `.npz` file).
+const ZIP_MAGIC: &[u8; 4] = b"PK\x03\x04";
 /// numpy pads magic + version + length + header to a multiple of this.
 const NPY_ALIGN: usize = 64;
 /// numpy reserves room for this many digits in the first shape entry (`GROWTH_AXIS_MAX_DIGITS`).
 const NPY_GROWTH_DIGITS: usize = 21;
+/// Largest integer magnitude every smaller one of which float64 holds exactly: 2^53.
+const EXACT_INT: u64 = 1 << 53;
 
-/// Loads a numpy `.npy` file holding a 2-D (n×d) or 1-D (n×1) float64 array, C order.
+/// Loads a numpy `.npy` file with the default [`LoadLimits`]: see [`load_npy_with`].
 pub fn load_npy(path: &Path) -> Result<Samples> {
-    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
-    parse_npy(&bytes).map_err(|reason| Error::Npy {
+    load_npy_with(path, &LoadLimits::default())
+}
+
+/// Loads a numpy `.npy` file holding a 2-D (n×d) or 1-D (n×1) real array: mapped without a
+/// copy when it is little-endian float64 in C order, converted once otherwise (see the
+/// module docs for the dtypes and bounds).
+pub fn load_npy_with(path: &Path, limits: &LoadLimits) -> Result<Samples> {
+    let (file, len) = open_regular(path, limits)?;
+    npy_from_file(path, &file, len, limits)
+}
+
+/// Maps an opened `.npy` file and borrows or converts its array.
+fn npy_from_file(path: &Path, file: &File, len: u64, limits: &LoadLimits) -> Result<Samples> {
+    let npy_error = |reason: String| Error::Npy {
         path: path.to_path_buf(),
         reason,
-    })
+    };
+    if len == 0 {
+        return Err(npy_error(not_npy(&[])));
+    }
+    // SAFETY: the mapping is read-only and private to this process; the file may still be
+    // changed by another one while the samples live, which is the caveat the module docs
+    // state (numpy's mmap_mode shares it): a truncation raises SIGBUS, a rewrite changes
+    // values. Nothing here assumes more than that the bytes are bytes.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(file) }
+        .map_err(|e| read_error(path, e))?;
+    let layout = npy_layout(&map).map_err(npy_error)?;
+    if layout.in_place() {
+        let map = Arc::new(map);
+        if let Some(result) =
+            Samples::from_mapping(layout.d, map.clone(), layout.offset, layout.n * layout.d)
+        {
+            return result.map_err(|e| match e {
+                Error::NonFiniteSample { row, col, value } => {
+                    npy_error(non_finite(row, col, value))
+                }
+                other => other,
+            });
+        }
+        return decode_npy(&map, &layout, limits).map_err(npy_error);
+    }
+    decode_npy(&map, &layout, limits).map_err(npy_error)
+}
+
+/// The message for a non-finite value.
+fn non_finite(row: usize, col: usize, value: f64) -> String {
+    format!("row {row}, column {col} (0-based) is {value}; values must be finite")
+}
+
+/// The message for a file that does not start with numpy's magic (a `.npz` gets its own).
+fn not_npy(bytes: &[u8]) -> String {
+    if bytes.starts_with(ZIP_MAGIC) {
+        "is a .npz archive (a zip of arrays), not an .npy file: extract one array, \
+         e.g. numpy.save('x.npy', numpy.load(f)['name'])"
+            .into()
+    } else {
+        "not an npy file (it does not start with the magic \\x93NUMPY)".into()
+    }
 }
 
 /// Writes samples as a 2-D little-endian float64 C-order `.npy`, byte-identical to `numpy.save`.
@@ -211,10 +584,106 @@ fn npy_header(n: usize, d: usize) -> Vec<u8> {
     bytes
 }
 
-/// Parses a whole `.npy` file image into samples, or says what is wrong with it.
-fn parse_npy(bytes: &[u8]) -> std::result::Result<Samples, String> {
+/// Element kinds an `.npy` array may hold here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Float,
+    Int,
+    Uint,
+}
+
+/// A plain numeric dtype: kind, size in bytes, byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dtype {
+    kind: Kind,
+    size: usize,
+    big_endian: bool,
+}
+
+impl Dtype {
+    /// Parses a dtype string such as `<f8`, `>i4` or `|u1`, or says why it is refused.
+    fn parse(descr: &str, raw: &str) -> std::result::Result<Dtype, String> {
+        let bytes = descr.as_bytes();
+        let (big_endian, rest) = match bytes.first() {
+            Some(b'<') => (false, &descr[1..]),
+            Some(b'>') => (true, &descr[1..]),
+            Some(b'=') => (cfg!(target_endian = "big"), &descr[1..]),
+            Some(b'|') => (false, &descr[1..]),
+            _ => (cfg!(target_endian = "big"), descr),
+        };
+        let (code, size) = rest.split_at(rest.len().min(1));
+        let size: Option<usize> = size.parse().ok();
+        let refuse = |what: &str| {
+            Err(format!(
+                "dtype {} ({what}) is not supported: samples must be real numbers; \
+                 convert with X.astype(numpy.float64)",
+                quote_raw(raw)
+            ))
+        };
+        let kind = match code {
+            "f" => Kind::Float,
+            "i" => Kind::Int,
+            "u" => Kind::Uint,
+            "c" => return refuse("complex"),
+            "O" => return refuse("object"),
+            "S" | "a" | "U" => return refuse("string"),
+            "b" | "?" => return refuse("bool"),
+            "M" | "m" => return refuse("datetime"),
+            "V" => return refuse("raw bytes"),
+            _ => return refuse("unknown"),
+        };
+        match (kind, size) {
+            (Kind::Float, Some(s @ (4 | 8)))
+            | (Kind::Int | Kind::Uint, Some(s @ (1 | 2 | 4 | 8))) => Ok(Dtype {
+                kind,
+                size: s,
+                big_endian,
+            }),
+            (Kind::Float, Some(2)) => refuse("float16"),
+            _ => refuse("unsupported size"),
+        }
+    }
+}
+
+/// A dtype's source text, cut for messages.
+fn quote_raw(raw: &str) -> String {
+    if raw.len() <= QUOTE_BYTES {
+        raw.to_owned()
+    } else {
+        quote(raw)
+    }
+}
+
+/// Where an `.npy` file's array is and how to read it, every size already checked.
+#[derive(Debug)]
+struct NpyLayout {
+    n: usize,
+    d: usize,
+    dtype: Dtype,
+    /// Stored column by column (only when both axes are longer than one).
+    fortran: bool,
+    /// Byte offset of the data.
+    offset: usize,
+    shape_text: String,
+}
+
+impl NpyLayout {
+    /// Whether the bytes already are the samples: little-endian float64 in row order.
+    fn in_place(&self) -> bool {
+        self.dtype
+            == Dtype {
+                kind: Kind::Float,
+                size: 8,
+                big_endian: false,
+            }
+            && !self.fortran
+    }
+}
+
+/// Reads an `.npy` file image's header and checks every size against the bytes present.
+fn npy_layout(bytes: &[u8]) -> std::result::Result<NpyLayout, String> {
     if bytes.len() < 8 || &bytes[..6] != NPY_MAGIC {
-        return Err("not an npy file (it does not start with the magic \\x93NUMPY)".into());
+        return Err(not_npy(bytes));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (len_size, text_start) = match major {
@@ -229,6 +698,11 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Samples, String> {
         .iter()
         .rev()
         .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    if text_len > MAX_NPY_HEADER_BYTES {
+        return Err(format!(
+            "npy header declares {text_len} bytes, over the limit of {MAX_NPY_HEADER_BYTES}"
+        ));
+    }
     let text_end = text_start + text_len;
     let Some(text) = bytes.get(text_start..text_end) else {
         return Err(format!(
@@ -246,70 +720,143 @@ fn parse_npy(bytes: &[u8]) -> std::result::Result<Samples, String> {
         [] => return Err("expected a 1-D or 2-D array, got a 0-d scalar (shape ())".into()),
         _ => {
             return Err(format!(
-                "expected a 1-D or 2-D array, got shape {shape_text}"
+                "expected a 1-D or 2-D array, got shape {}",
+                quote_raw(&shape_text)
             ));
         }
     };
-    let big_endian = match header.descr.as_deref() {
-        Some("<f8") => false,
-        Some(">f8") => true,
-        _ => {
+    let dtype = match header.descr.as_deref() {
+        Some(descr) => Dtype::parse(descr, &header.descr_text)?,
+        None => {
             return Err(format!(
-                "unsupported dtype {}: expected float64 ('<f8')",
-                header.descr_text
+                "structured dtype {} is not supported: save a plain 2-D array of numbers",
+                quote_raw(&header.descr_text)
             ));
         }
     };
-    // Fortran order only changes the layout when both axes are longer than one.
-    if header.fortran_order && n > 1 && d > 1 {
-        return Err(format!(
-            "fortran-order array (shape {shape_text}) is not supported; save it with np.ascontiguousarray"
-        ));
-    }
     if n == 0 {
         return Err(format!("contains no samples (shape {shape_text})"));
     }
     if d == 0 {
         return Err(format!("samples have zero columns (shape {shape_text})"));
     }
-    let n_usize = usize::try_from(n).map_err(|_| format!("shape {shape_text} is too large"))?;
-    let d_usize = usize::try_from(d).map_err(|_| format!("shape {shape_text} is too large"))?;
+    let too_large = || format!("shape {shape_text} is too large");
+    let n_usize = usize::try_from(n).map_err(|_| too_large())?;
+    let d_usize = usize::try_from(d).map_err(|_| too_large())?;
     let need = n_usize
         .checked_mul(d_usize)
-        .and_then(|c| c.checked_mul(8))
-        .ok_or_else(|| format!("shape {shape_text} is too large"))?;
-    let body = &bytes[text_end..];
-    if body.len() < need {
+        .and_then(|c| c.checked_mul(dtype.size))
+        .ok_or_else(too_large)?;
+    let body = bytes.len() - text_end;
+    if body < need {
         return Err(format!(
-            "truncated data: shape {shape_text} needs {need} bytes but only {} follow the header",
-            body.len()
+            "truncated data: shape {shape_text} needs {need} bytes but only {body} follow the header"
         ));
     }
-    if body.len() > need {
+    if body > need {
         return Err(format!(
             "{} unexpected bytes after the data of shape {shape_text}",
-            body.len() - need
+            body - need
         ));
     }
-    let mut data = Vec::with_capacity(n_usize * d_usize);
-    for (i, chunk) in body.chunks_exact(8).enumerate() {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(chunk);
-        let v = if big_endian {
-            f64::from_be_bytes(raw)
-        } else {
-            f64::from_le_bytes(raw)
-        };
-        if !v.is_finite() {
-            return Err(format!(
-                "row {}, column {} (0-based) is {v}; values must be finite",
-                i / d_usize,
-                i % d_usize
-            ));
-        }
-        data.push(v);
+    Ok(NpyLayout {
+        n: n_usize,
+        d: d_usize,
+        dtype,
+        // Fortran order only changes the layout when both axes are longer than one.
+        fortran: header.fortran_order && n > 1 && d > 1,
+        offset: text_end,
+        shape_text,
+    })
+}
+
+/// Converts the array described by `layout` into owned row-major float64 samples, within
+/// the allocation budget.
+fn decode_npy(
+    bytes: &[u8],
+    layout: &NpyLayout,
+    limits: &LoadLimits,
+) -> std::result::Result<Samples, String> {
+    let NpyLayout { n, d, dtype, .. } = *layout;
+    let count = n * d; // checked in npy_layout (times the item size, even)
+    let need = count as u64 * 8;
+    if need > limits.max_alloc_bytes {
+        return Err(format!(
+            "shape {} as float64 needs {need} bytes, over the allocation budget of {} bytes",
+            layout.shape_text, limits.max_alloc_bytes
+        ));
     }
-    Samples::from_rows(d_usize, data).map_err(|e| e.to_string())
+    let mut out: Vec<f64> = Vec::new();
+    out.try_reserve_exact(count).map_err(|_| {
+        format!(
+            "cannot allocate {need} bytes for shape {}",
+            layout.shape_text
+        )
+    })?;
+    out.resize(count, 0.0);
+    let body = &bytes[layout.offset..layout.offset + count * dtype.size];
+    for (k, item) in body.chunks_exact(dtype.size).enumerate() {
+        // Element k of the file is (row, col) of the array.
+        let (row, col) = if layout.fortran {
+            (k % n, k / n)
+        } else {
+            (k / d, k % d)
+        };
+        let value = decode_item(item, dtype).map_err(|bad| {
+            format!("row {row}, column {col} (0-based) is {bad}, beyond 2^53 in magnitude: float64 cannot hold it exactly")
+        })?;
+        if !value.is_finite() {
+            return Err(non_finite(row, col, value));
+        }
+        out[row * d + col] = value;
+    }
+    debug_assert!(first_non_finite(&out).is_none());
+    Samples::from_rows(d, out).map_err(|e| e.to_string())
+}
+
+/// One element as float64, or the integer's text when float64 cannot hold it exactly.
+fn decode_item(item: &[u8], dtype: Dtype) -> std::result::Result<f64, String> {
+    let mut raw = [0u8; 8];
+    // Widen to 8 bytes in little-endian order, sign-extending signed integers.
+    if dtype.big_endian {
+        for (dst, src) in raw.iter_mut().zip(item.iter().rev()) {
+            *dst = *src;
+        }
+    } else {
+        raw[..dtype.size].copy_from_slice(item);
+    }
+    let negative = dtype.kind == Kind::Int && raw[dtype.size - 1] & 0x80 != 0;
+    if negative {
+        raw[dtype.size..].fill(0xff);
+    }
+    let bits = u64::from_le_bytes(raw);
+    match dtype.kind {
+        Kind::Float if dtype.size == 8 => Ok(f64::from_bits(bits)),
+        Kind::Float => Ok(f64::from(f32::from_bits(bits as u32))),
+        Kind::Int => {
+            let v = bits as i64;
+            if v.unsigned_abs() > EXACT_INT {
+                Err(v.to_string())
+            } else {
+                Ok(v as f64)
+            }
+        }
+        Kind::Uint => {
+            if bits > EXACT_INT {
+                Err(bits.to_string())
+            } else {
+                Ok(bits as f64)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+/// Parses a whole `.npy` file image into owned samples (the tests' entry, no file).
+fn parse_npy(bytes: &[u8]) -> std::result::Result<Samples, String> {
+    let limits = LoadLimits::default();
+    let layout = npy_layout(bytes)?;
+    decode_npy(bytes, &layout, &limits)
 }
 
 /// The three keys of an `.npy` header that matter here.
@@ -335,8 +882,8 @@ impl NpyHeader {
         p.skip_ws();
         if p.pos != text.len() {
             return Err(format!(
-                "npy header has unexpected text after the dict: {:?}",
-                &text[p.pos..]
+                "npy header has unexpected text after the dict: {}",
+                quote(&text[p.pos..])
             ));
         }
         let find = |key: &str| {
@@ -352,7 +899,12 @@ impl NpyHeader {
         };
         let fortran_order = match find("fortran_order")? {
             (_, Literal::Bool(b), _) => *b,
-            (_, _, raw) => return Err(format!("npy header 'fortran_order' is {raw}, not a bool")),
+            (_, _, raw) => {
+                return Err(format!(
+                    "npy header 'fortran_order' is {}, not a bool",
+                    quote_raw(raw)
+                ));
+            }
         };
         let shape = match find("shape")? {
             (_, Literal::Seq(items), raw) => items
@@ -360,11 +912,17 @@ impl NpyHeader {
                 .map(|item| match item {
                     Literal::Int(v) => Ok(*v),
                     _ => Err(format!(
-                        "npy header 'shape' {raw} is not a tuple of integers"
+                        "npy header 'shape' {} is not a tuple of integers",
+                        quote_raw(raw)
                     )),
                 })
                 .collect::<std::result::Result<Vec<u64>, String>>()?,
-            (_, _, raw) => return Err(format!("npy header 'shape' {raw} is not a tuple")),
+            (_, _, raw) => {
+                return Err(format!(
+                    "npy header 'shape' {} is not a tuple",
+                    quote_raw(raw)
+                ));
+            }
         };
         Ok(NpyHeader {
             descr,
@@ -453,7 +1011,9 @@ impl<'a> LiteralParser<'a> {
             }
             let key = match self.value()? {
                 (Literal::Str(k), _) => k,
-                (_, raw) => return Err(format!("npy header key {raw} is not a string")),
+                (_, raw) => {
+                    return Err(format!("npy header key {} is not a string", quote_raw(raw)));
+                }
             };
             self.expect(b':')?;
             let (value, raw) = self.value()?;
@@ -626,7 +1186,7 @@ mod tests {
     /// An npy file image with the given header dict text and raw data bytes.
     fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
         let mut text = dict.to_owned();
-        while (10 + text.len() + 1) % 64 != 0 {
+        while !(10 + text.len() + 1).is_multiple_of(64) {
             text.push(' ');
         }
         text.push('\n');
@@ -816,21 +1376,28 @@ mod tests {
             "not an npy file (it does not start with the magic \\x93NUMPY)"
         );
         assert_eq!(
-            npy_err(&npy_bytes(&dict("'<f4'", "False", "(2, 2)"), &four)),
-            "unsupported dtype '<f4': expected float64 ('<f8')"
-        );
-        assert_eq!(
-            npy_err(&npy_bytes(&dict("'<i8'", "False", "(2, 2)"), &four)),
-            "unsupported dtype '<i8': expected float64 ('<f8')"
-        );
-        assert_eq!(
             npy_err(&npy_bytes(&dict("[('a', '<f8')]", "False", "(4,)"), &four)),
-            "unsupported dtype [('a', '<f8')]: expected float64 ('<f8')"
+            "structured dtype [('a', '<f8')] is not supported: save a plain 2-D array of numbers"
         );
-        assert_eq!(
-            npy_err(&npy_bytes(&dict("'<f8'", "True", "(2, 2)"), &four)),
-            "fortran-order array (shape (2, 2)) is not supported; save it with np.ascontiguousarray"
-        );
+        for (descr, what) in [
+            ("'<c16'", "complex"),
+            ("'|O'", "object"),
+            ("'<U5'", "string"),
+            ("'|S3'", "string"),
+            ("'|b1'", "bool"),
+            ("'<M8[s]'", "datetime"),
+            ("'<f2'", "float16"),
+            ("'<i3'", "unsupported size"),
+            ("'<x8'", "unknown"),
+        ] {
+            assert_eq!(
+                npy_err(&npy_bytes(&dict(descr, "False", "(2, 2)"), &four)),
+                format!(
+                    "dtype {descr} ({what}) is not supported: samples must be real numbers; \
+                     convert with X.astype(numpy.float64)"
+                )
+            );
+        }
         assert_eq!(
             npy_err(&npy_bytes(&dict("'<f8'", "False", "(1, 2, 2)"), &four)),
             "expected a 1-D or 2-D array, got shape (1, 2, 2)"
@@ -952,5 +1519,298 @@ mod tests {
             npy_err(&npy_bytes("{'descr': '<f8", &four)),
             "npy header has an unterminated string"
         );
+    }
+
+    fn bytes_of<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(|&v| to(v)).collect()
+    }
+
+    fn npy_file(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> TempFile {
+        let fortran = if fortran { "True" } else { "False" };
+        let dict = format!("{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape}, }}");
+        TempFile::with("npy", &npy_bytes(&dict, data))
+    }
+
+    #[test]
+    fn float64_c_order_is_mapped_not_copied() {
+        let s = Samples::from_rows(3, (0..30).map(f64::from).collect()).unwrap();
+        let f = TempFile::new("npy");
+        write_npy(f.path(), &s).unwrap();
+        let back = load(f.path()).unwrap();
+        assert!(back.is_mapped());
+        assert!(!s.is_mapped());
+        assert_eq!(back, s);
+        assert_eq!(back.row(9), &[27.0, 28.0, 29.0]);
+        assert_eq!(back.clone().into_vec(), s.clone().into_vec());
+        // Serialized alike whether mapped or owned.
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&s).unwrap()
+        );
+        let one_d = npy_file("'<f8'", false, "(3,)", &le(&[1.0, 2.0, 3.0]));
+        let back = load_npy(one_d.path()).unwrap();
+        assert!(back.is_mapped());
+        assert_eq!((back.len(), back.dims()), (3, 1));
+    }
+
+    #[test]
+    fn other_dtypes_are_converted_exactly() {
+        let expect = [1.5f64, -2.0, 3.25, 4.0, -0.5, 6.0];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "'<f4'",
+                bytes_of(&expect.map(|v| v as f32), f32::to_le_bytes),
+            ),
+            (
+                "'>f4'",
+                bytes_of(&expect.map(|v| v as f32), f32::to_be_bytes),
+            ),
+            ("'>f8'", bytes_of(&expect, f64::to_be_bytes)),
+        ];
+        for (descr, data) in cases {
+            let f = npy_file(descr, false, "(3, 2)", &data);
+            let s = load(f.path()).unwrap();
+            assert!(!s.is_mapped(), "{descr}");
+            assert_eq!(s.as_slice(), &expect, "{descr}");
+        }
+        let ints = [-128i64, 127, 0, -1, 5, 100];
+        let int_cases: Vec<(&str, Vec<u8>)> = vec![
+            ("'|i1'", ints.iter().map(|&v| v as i8 as u8).collect()),
+            ("'<i2'", bytes_of(&ints.map(|v| v as i16), i16::to_le_bytes)),
+            ("'>i2'", bytes_of(&ints.map(|v| v as i16), i16::to_be_bytes)),
+            ("'<i4'", bytes_of(&ints.map(|v| v as i32), i32::to_le_bytes)),
+            ("'>i8'", bytes_of(&ints, i64::to_be_bytes)),
+            ("'<i8'", bytes_of(&ints, i64::to_le_bytes)),
+        ];
+        for (descr, data) in int_cases {
+            let f = npy_file(descr, false, "(2, 3)", &data);
+            let s = load(f.path()).unwrap();
+            assert_eq!(s.as_slice(), &ints.map(|v| v as f64), "{descr}");
+        }
+        let uints = [0u64, 255, 7, 1 << 53];
+        let uint_cases: Vec<(&str, Vec<u8>)> = vec![
+            ("'|u1'", vec![0, 255, 7, 0]),
+            ("'<u2'", bytes_of(&[0u16, 255, 7, 0], u16::to_le_bytes)),
+            ("'>u4'", bytes_of(&[0u32, 255, 7, 0], u32::to_be_bytes)),
+            ("'<u8'", bytes_of(&uints, u64::to_le_bytes)),
+        ];
+        for (descr, data) in uint_cases {
+            let f = npy_file(descr, false, "(4,)", &data);
+            let s = load(f.path()).unwrap();
+            assert_eq!(&s.as_slice()[..3], &[0.0, 255.0, 7.0], "{descr}");
+        }
+        // Fortran order: column by column in the file, row-major in the samples.
+        let f = npy_file(
+            "'<f8'",
+            true,
+            "(2, 3)",
+            &le(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]),
+        );
+        let s = load(f.path()).unwrap();
+        assert_eq!(s.as_slice(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert!(!s.is_mapped());
+        let f = npy_file(
+            "'<i2'",
+            true,
+            "(3, 2)",
+            &bytes_of(&[1i16, 3, 5, 2, 4, 6], i16::to_le_bytes),
+        );
+        assert_eq!(
+            load(f.path()).unwrap().as_slice(),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn conversion_errors_name_row_column_and_value() {
+        let big = (1u64 << 53) + 1;
+        let f = npy_file(
+            "'<u8'",
+            false,
+            "(2, 2)",
+            &bytes_of(&[0, 1, 2, big], u64::to_le_bytes),
+        );
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(
+                "row 1, column 1 (0-based) is 9007199254740993, beyond 2^53 in magnitude: \
+                 float64 cannot hold it exactly"
+            ),
+            "{msg}"
+        );
+        let neg = -(1i64 << 53) - 1;
+        let f = npy_file(
+            "'>i8'",
+            true,
+            "(2, 2)",
+            &bytes_of(&[0, neg, 2, 3], i64::to_be_bytes),
+        );
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(msg.ends_with("row 1, column 0 (0-based) is -9007199254740993, beyond 2^53 in magnitude: float64 cannot hold it exactly"), "{msg}");
+        let f = npy_file(
+            "'<f4'",
+            false,
+            "(1, 2)",
+            &bytes_of(&[1.0f32, f32::NAN], f32::to_le_bytes),
+        );
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("row 0, column 1 (0-based) is NaN; values must be finite"),
+            "{msg}"
+        );
+        // The mapped path names the value too.
+        let f = npy_file("'<f8'", false, "(2, 1)", &le(&[1.0, f64::INFINITY]));
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("row 1, column 0 (0-based) is inf; values must be finite"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn npz_archives_say_how_to_extract_an_array() {
+        let zip = b"PK\x03\x04\x14\x00\x00\x00\x00\x00rest of an archive";
+        for ext in ["npz", "npy", "dat"] {
+            let f = TempFile::with(ext, zip);
+            let msg = load(f.path()).unwrap_err().to_string();
+            assert!(
+                msg.ends_with(
+                    "is a .npz archive (a zip of arrays), not an .npy file: extract one array, \
+                     e.g. numpy.save('x.npy', numpy.load(f)['name'])"
+                ),
+                "{ext}: {msg}"
+            );
+        }
+        let empty = TempFile::with("npy", b"");
+        let msg = load(empty.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("not an npy file (it does not start with the magic \\x93NUMPY)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = std::env::temp_dir();
+        for result in [load(&dir), load_csv(&dir), load_npy(&dir)] {
+            let msg = result.unwrap_err().to_string();
+            assert_eq!(
+                msg,
+                format!("{}: is a directory, not a regular file", dir.display())
+            );
+        }
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let msg = load(zero).unwrap_err().to_string();
+            assert_eq!(msg, "/dev/zero: is a character device, not a regular file");
+        }
+        // A FIFO with no writer: refused at once, never waited on.
+        let fifo = TempFile::new("csv");
+        let c_path = std::ffi::CString::new(fifo.path().to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system entry.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(rc, 0, "mkfifo failed");
+        let msg = load(fifo.path()).unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "{}: is a named pipe (FIFO), not a regular file",
+                fifo.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_before_allocating() {
+        let s = Samples::from_rows(2, vec![1.0; 200]).unwrap();
+        let npy = TempFile::new("npy");
+        write_npy(npy.path(), &s).unwrap();
+        let csv = TempFile::new("csv");
+        write_csv(csv.path(), &s).unwrap();
+        let size = std::fs::metadata(npy.path()).unwrap().len();
+        let small_file = LoadLimits {
+            max_file_bytes: size - 1,
+            max_alloc_bytes: u64::MAX,
+        };
+        let msg = load_with(npy.path(), &small_file).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(&format!(
+                "file is {size} bytes, over the limit of {} bytes",
+                size - 1
+            )),
+            "{msg}"
+        );
+        // A mapped float64 file allocates nothing: the budget does not apply.
+        let no_alloc = LoadLimits {
+            max_file_bytes: u64::MAX,
+            max_alloc_bytes: 8,
+        };
+        assert!(load_with(npy.path(), &no_alloc).unwrap().is_mapped());
+        // CSV rows count against it: 100 rows of 2 values need 1600 bytes.
+        let budget = LoadLimits {
+            max_file_bytes: u64::MAX,
+            max_alloc_bytes: 1599,
+        };
+        let msg = load_with(csv.path(), &budget).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(
+                "line 100: 200 values need 1600 bytes, over the allocation budget of 1599 bytes"
+            ),
+            "{msg}"
+        );
+        // So does a conversion.
+        let f4 = npy_file("'<f4'", false, "(100, 2)", &vec![0u8; 800]);
+        let msg = load_with(f4.path(), &budget).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("shape (100, 2) as float64 needs 1600 bytes, over the allocation budget of 1599 bytes"),
+            "{msg}"
+        );
+        // A header that claims to be huge.
+        let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+        v2.extend_from_slice(&100_000u32.to_le_bytes());
+        v2.extend_from_slice(&[b' '; 64]);
+        assert_eq!(
+            npy_err(&v2),
+            "npy header declares 100000 bytes, over the limit of 65536"
+        );
+    }
+
+    #[test]
+    fn long_csv_lines_are_refused_with_their_number() {
+        let mut text = b"1,2\n3,4\n".to_vec();
+        text.extend(std::iter::repeat_n(b'5', MAX_LINE_BYTES + 1));
+        text.extend_from_slice(b"\n6,7\n");
+        let f = TempFile::with("csv", &text);
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(
+            msg.ends_with(&format!(
+                "line 3: line is longer than {MAX_LINE_BYTES} bytes; is this a CSV file?"
+            )),
+            "{msg}"
+        );
+        // Exactly at the cap is fine (then it fails as a number with a short quote).
+        let mut text = b"1\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES));
+        text.push(b'\n');
+        let f = TempFile::with("csv", &text);
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(msg.len() < 400, "{} bytes", msg.len());
+        assert!(
+            msg.ends_with(&format!("... ({MAX_LINE_BYTES} bytes) is not a number")),
+            "{msg}"
+        );
+        // No newline at all.
+        let f = TempFile::with("csv", &vec![b'9'; 3 * MAX_LINE_BYTES]);
+        let msg = load(f.path()).unwrap_err().to_string();
+        assert!(msg.contains("line 1: line is longer than"), "{msg}");
+    }
+
+    #[test]
+    fn quotes_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(150);
+        let q = quote(&long);
+        assert!(q.ends_with("... (300 bytes)"), "{q}");
+        assert!(q.len() < 220);
+        assert_eq!(quote("abc"), "\"abc\"");
     }
 }

@@ -119,6 +119,17 @@ pub enum Error {
     #[error("sample count must be >= 1, got {0}")]
     SampleCount(usize),
 
+    /// Drawing `n` samples of `d` dimensions needs more memory than can be allocated.
+    #[error("{n} samples of {d} dimensions need {bytes} bytes, which cannot be allocated")]
+    SampleAlloc {
+        /// Samples requested.
+        n: usize,
+        /// Dimensions.
+        d: usize,
+        /// Bytes needed (`n * d * 8`, computed without overflow).
+        bytes: u128,
+    },
+
     /// A file could not be opened, read or written.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {
@@ -128,6 +139,24 @@ pub enum Error {
         path: PathBuf,
         /// The OS reason.
         source: std::io::Error,
+    },
+
+    /// A path to load is not a regular file (a directory, a FIFO, a device...).
+    #[error("{}: is {kind}, not a regular file", .path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. `"a directory"`.
+        kind: &'static str,
+    },
+
+    /// Loading a file would exceed a size or allocation limit (the message names both numbers).
+    #[error("{}: {reason}", .path.display())]
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// Which limit, with the numbers.
+        reason: String,
     },
 
     /// A CSV file has bad content (line numbers are 1-based).
@@ -147,6 +176,50 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+
+    /// Least-squares cross-validation needs at least two samples.
+    #[error("lscv needs at least 2 samples (its cross term divides by n - 1), got n = {0}")]
+    LscvTooFew(usize),
+
+    /// A column holds the same value in every sample, so LSCV has no minimum.
+    #[error(
+        "column {col} (0-based) is {value} in all {n} samples: with no spread in that \
+         dimension the lscv score keeps falling as the width shrinks; drop the column"
+    )]
+    ConstantColumn {
+        /// 0-based column.
+        col: usize,
+        /// The value it always holds.
+        value: f64,
+        /// Number of samples.
+        n: usize,
+    },
+
+    /// A width's powers or score leave the float64 range, so the score cannot be trusted.
+    #[error("lscv at h = {h:e} in {d} dimensions: {reason}")]
+    LscvRange {
+        /// The width.
+        h: f64,
+        /// Dimensions.
+        d: usize,
+        /// What overflowed or underflowed, with its value.
+        reason: String,
+    },
+
+    /// A caller-provided buffer has the wrong length for what is to be written into it.
+    #[error("{what} buffer holds {got} values but {expected} are needed")]
+    BufferLen {
+        /// Which buffer (`"distances"`, `"offsets"`, `"values"`...).
+        what: &'static str,
+        /// Its length.
+        got: usize,
+        /// The length needed.
+        expected: usize,
+    },
+
+    /// Precomputed arrays (for example read from shared memory or the wire) are inconsistent.
+    #[error("invalid precomputed index: {0}")]
+    BadIndex(String),
 
     /// An `.npy` file is malformed or holds something other than a finite 2-D float64 array.
     #[error("{}: {reason}", .path.display())]

@@ -83,7 +83,8 @@ impl Gaussian {
         Gaussian::new(vec![0.0; d], cov)
     }
 
-    /// Draws `n >= 1` samples reproducibly from `seed` (ChaCha8, portable across platforms).
+    /// Draws `n >= 1` samples reproducibly from `seed` (ChaCha8, portable across platforms);
+    /// an `n × d` that cannot be allocated is an error naming n, d and the bytes, not an abort.
     pub fn sample(&self, n: usize, seed: u64) -> Result<Samples> {
         if n == 0 {
             return Err(Error::SampleCount(n));
@@ -91,7 +92,17 @@ impl Gaussian {
         let d = self.dims();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut z = vec![0.0; d];
-        let mut data = Vec::with_capacity(n.saturating_mul(d));
+        let too_big = || Error::SampleAlloc {
+            n,
+            d,
+            bytes: n as u128 * d as u128 * 8,
+        };
+        let len = n
+            .checked_mul(d)
+            .filter(|len| len.checked_mul(8).is_some())
+            .ok_or_else(too_big)?;
+        let mut data: Vec<f64> = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| too_big())?;
         for _ in 0..n {
             for zi in z.iter_mut() {
                 *zi = StandardNormal.sample(&mut rng);
@@ -222,6 +233,24 @@ mod tests {
             g.sample(0, 1).unwrap_err().to_string(),
             "sample count must be >= 1, got 0"
         );
+    }
+
+    #[test]
+    fn impossible_sample_counts_are_errors_not_aborts() {
+        let g = Gaussian::standard(3).unwrap();
+        let msg = g.sample(usize::MAX / 2, 1).unwrap_err().to_string();
+        let bytes = (usize::MAX / 2) as u128 * 24;
+        assert_eq!(
+            msg,
+            format!(
+                "{} samples of 3 dimensions need {bytes} bytes, which cannot be allocated",
+                usize::MAX / 2
+            )
+        );
+        // Fits in usize, but no allocator gives 2^62 bytes.
+        let n = 1usize << 58;
+        let msg = g.sample(n, 1).unwrap_err().to_string();
+        assert!(msg.contains("which cannot be allocated"), "{msg}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::estimate::validate_width;
+use crate::samples::Samples;
 
 /// Largest `COUNT` accepted in a `START:STOP:COUNT` spec (guards against absurd allocations).
 pub const MAX_LINSPACE_COUNT: usize = 10_000_000;
@@ -100,6 +101,51 @@ pub fn seed_benchmark_widths() -> Vec<f64> {
     linspace(1.0, 1.2, 100)
 }
 
+/// Normal-reference width of the hypercube estimate, for data of unknown scale:
+/// `h = σ · (144 · 2^(d+2) · π^(d/2) / (d + 2))^(1/(d+4)) · n^(-1/(d+4))`.
+///
+/// This is the width minimizing the asymptotic mean integrated squared error of the
+/// hypercube (box) kernel when the data are N(μ, σ² I): the box of edge `h` has
+/// `∫K² = 1` and second moment `1/12` per axis, and N(0, I)'s `∫(∇²f)² = d(d+2) /
+/// (2^(d+2) π^(d/2))`. In one dimension the constant is `(384 √π)^(1/5) ≈ 3.69`
+/// (Silverman's 1.06 for the Gaussian kernel, times √12 for the box's spread). `σ` is the
+/// geometric mean of the per-dimension sample standard deviations, so that rescaling one
+/// axis rescales `h` by its share. Refuses what [`crate::lscv::check`] refuses (n < 2, a
+/// constant column).
+pub fn normal_reference_width(samples: &Samples) -> Result<f64> {
+    crate::lscv::check(samples)?;
+    let (n, d) = (samples.len(), samples.dims());
+    let nf = n as f64;
+    let mut log_sigma = 0.0;
+    for k in 0..d {
+        let mean = samples.rows().map(|r| r[k]).sum::<f64>() / nf;
+        let var = samples.rows().map(|r| (r[k] - mean).powi(2)).sum::<f64>() / (nf - 1.0);
+        log_sigma += var.sqrt().ln() / d as f64;
+    }
+    let df = d as f64;
+    let constant = (144.0 * 2f64.powf(df + 2.0) * std::f64::consts::PI.powf(df / 2.0) / (df + 2.0))
+        .powf(1.0 / (df + 4.0));
+    let h = log_sigma.exp() * constant * nf.powf(-1.0 / (df + 4.0));
+    validate_width(h)
+}
+
+/// `count` widths from a quarter to twice [`normal_reference_width`] (evenly spaced, like
+/// `numpy.linspace`): a range for an LSCV sweep on data of unknown scale. `count` is 1 to
+/// [`MAX_LINSPACE_COUNT`].
+pub fn reference_widths(samples: &Samples, count: usize) -> Result<Vec<f64>> {
+    if !(1..=MAX_LINSPACE_COUNT).contains(&count) {
+        return Err(Error::WidthSpec {
+            spec: count.to_string(),
+            reason: format!("the count must be from 1 to {MAX_LINSPACE_COUNT}"),
+        });
+    }
+    let h = normal_reference_width(samples)?;
+    linspace(h / 4.0, 2.0 * h, count)
+        .into_iter()
+        .map(validate_width)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +199,36 @@ mod tests {
         }
         assert!(err("1:2").contains("START:STOP:COUNT"));
         assert!(err("1:2:3:4").contains("START:STOP:COUNT"));
+    }
+
+    #[test]
+    fn normal_reference_width_follows_the_formula_and_the_scale() {
+        let g = crate::Gaussian::standard(2).unwrap();
+        let s = g.sample(10_000, 3).unwrap();
+        let h = normal_reference_width(&s).unwrap();
+        // sigma close to 1: h close to 3.491 * 1e4^(-1/6) = 0.752.
+        assert!((h - 0.752).abs() < 0.02, "{h}");
+        // Scaling one axis by 16 scales h by sqrt(16) = 4 (geometric mean).
+        let scaled: Vec<f64> = s.rows().flat_map(|r| [r[0] * 16.0, r[1]]).collect();
+        let s16 = Samples::from_rows(2, scaled).unwrap();
+        let h16 = normal_reference_width(&s16).unwrap();
+        assert!((h16 / h - 4.0).abs() < 1e-9, "{h16} / {h}");
+        // One dimension: the constant is (384 sqrt(pi))^(1/5).
+        let one = Samples::from_rows(1, vec![-1.0, 1.0]).unwrap();
+        let expect =
+            (384.0 * std::f64::consts::PI.sqrt()).powf(0.2) * 2f64.sqrt() * 2f64.powf(-0.2);
+        assert!((normal_reference_width(&one).unwrap() - expect).abs() < 1e-12);
+        let w = reference_widths(&s, 5).unwrap();
+        assert_eq!(w.len(), 5);
+        assert!((w[0] - h / 4.0).abs() < 1e-15 && (w[4] - 2.0 * h).abs() < 1e-15);
+        assert!(reference_widths(&s, 0).is_err());
+        let constant = Samples::from_rows(2, vec![1.0, 2.0, 1.0, 3.0]).unwrap();
+        assert!(
+            normal_reference_width(&constant)
+                .unwrap_err()
+                .to_string()
+                .contains("column 0")
+        );
     }
 
     #[test]
