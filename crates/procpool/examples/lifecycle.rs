@@ -86,10 +86,7 @@ fn main() -> Result<(), Error> {
     println!("terminate() took {:.1?}", t.elapsed());
     for (i, h) in handles.into_iter().enumerate() {
         match h.get() {
-            Err(Error::Job {
-                error: JobError::Terminated,
-                ..
-            }) => println!("  job {i}: JobError::Terminated"),
+            Err(Error::Failed(JobError::Terminated)) => println!("  job {i}: JobError::Terminated"),
             other => println!("  job {i}: {other:?}"),
         }
     }

@@ -20,7 +20,9 @@ pub enum JobError {
         pid: u32,
         /// How it ended, e.g. "killed by SIGKILL (9)" or "exited with code 3".
         status: String,
-        /// How many times the job was started (and killed its worker).
+        /// How many times the job was started: once per crash it was charged with, plus any
+        /// run cut short while its worker held other jobs too (see the pool's design notes).
+        /// Tasks should be idempotent: a crash can make a job run again.
         attempts: u32,
         /// The last lines the worker wrote to stderr (may be empty).
         stderr_tail: String,
@@ -58,7 +60,8 @@ impl fmt::Display for JobError {
             } => {
                 write!(
                     f,
-                    "worker pid {pid} {status} while running the job (attempt {attempts})"
+                    "worker pid {pid} {status} while running the job (started {attempts} {})",
+                    if *attempts == 1 { "time" } else { "times" }
                 )?;
                 let tail = stderr_tail.trim_end();
                 if !tail.is_empty() {
@@ -94,7 +97,10 @@ pub enum Error {
     /// A worker could not be started, or failed before it was ready.
     #[error("could not start worker: {0}")]
     Spawn(String),
-    /// One job failed (its position in the input, and why).
+    /// The job of an `apply` or `apply_async` failed, and why.
+    #[error("the job failed: {0}")]
+    Failed(JobError),
+    /// One job of a `map`, `imap` or `map_async` failed (its position in the input, and why).
     #[error("job {pos} failed: {error}")]
     Job {
         /// Position of the job in its input.
@@ -140,7 +146,7 @@ impl Error {
     /// The job error inside, when this is a job failure.
     pub fn job_error(&self) -> Option<&JobError> {
         match self {
-            Error::Job { error, .. } => Some(error),
+            Error::Job { error, .. } | Error::Failed(error) => Some(error),
             _ => None,
         }
     }

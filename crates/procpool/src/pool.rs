@@ -644,10 +644,24 @@ impl<T: Task> Pool<T> {
         collect_one(g, req)
     }
 
-    /// Runs every job and returns the outputs in input order (Python's `Pool.map`);
-    /// stops at the first failure and returns it.
+    /// Runs every job and returns the outputs in input order, or the first failure (by
+    /// position) once every job has run (Python's `Pool.map`: a failure does not stop the
+    /// others). The input is read whole, like Python's; for a lazy input, bounded memory,
+    /// or stopping at the first failure, use [`Pool::imap`].
     pub fn map<I: IntoIterator<Item = T>>(&self, jobs: I) -> Result<Vec<T::Output>, Error> {
-        self.imap(jobs).collect()
+        let jobs: Vec<T> = jobs.into_iter().collect();
+        let req = self.submit_collect(jobs, false)?;
+        let g = self
+            .shared
+            .drive(self.shared.lock(), |s| s.sup.is_complete(req));
+        let mut g = g;
+        let items = g.sup.take_collected(req).ok_or(Error::Closed)?;
+        drop(g);
+        let mut out = Vec::with_capacity(items.len());
+        for (pos, item) in items.into_iter().enumerate() {
+            out.push(item.result.map_err(|e| job_error(pos as u64, e))?);
+        }
+        Ok(out)
     }
 
     /// Starts one job and returns at once (Python's `Pool.apply_async`).
@@ -661,7 +675,13 @@ impl<T: Task> Pool<T> {
     /// (Python's `Pool.map_async`). The input is read whole, like Python's.
     pub fn map_async<I: IntoIterator<Item = T>>(&self, jobs: I) -> AsyncResult<Vec<T::Output>> {
         let jobs: Vec<T> = jobs.into_iter().collect();
-        self.start_async(jobs, |items| items.into_iter().map(into_result).collect())
+        self.start_async(jobs, |items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(pos, item)| item.result.map_err(|e| job_error(pos as u64, e)))
+                .collect()
+        })
     }
 
     /// A lazy iterator of outputs in input order over a lazy input (Python's `Pool.imap`).
@@ -735,19 +755,40 @@ impl<T: Task> Pool<T> {
         }
     }
 
+    /// Submits `jobs` as one collect request, in batches, so the first batches already
+    /// run while later ones are encoded.
     fn submit_collect(&self, jobs: Vec<T>, is_async: bool) -> Result<u64, Error> {
+        const BATCH: usize = 8192;
         let n = jobs.len();
-        let mut g = self.shared.lock();
-        let payloads: Vec<_> = jobs.into_iter().map(|j| g.engine.payload(j)).collect();
-        let req = g.sup.open(Sink::collect(n), is_async)?;
-        if n > 1 {
-            g.sup.hint_len(n);
+        let req = {
+            let mut g = self.shared.lock();
+            let req = g.sup.open(Sink::collect(n), is_async)?;
+            if n > 1 {
+                g.sup.hint_len(n);
+            }
+            req
+        };
+        let mut jobs = jobs.into_iter();
+        let mut pos = 0u64;
+        loop {
+            let mut g = self.shared.lock();
+            let payloads: Vec<_> = jobs
+                .by_ref()
+                .take(BATCH)
+                .map(|j| g.engine.payload(j))
+                .collect();
+            if payloads.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            for p in payloads {
+                g.sup.submit(req, pos, p, now);
+                pos += 1;
+            }
+            // Collect what arrived and send what fits: the pipeline runs meanwhile.
+            g.step();
         }
-        let now = Instant::now();
-        for (pos, p) in payloads.into_iter().enumerate() {
-            g.sup.submit(req, pos as u64, p, now);
-        }
-        g.submit_now();
+        self.shared.cond.notify_all();
         Ok(req)
     }
 
@@ -852,7 +893,7 @@ impl<T: Task> std::fmt::Debug for Pool<T> {
 }
 
 fn into_result<O>(item: Item<O>) -> Result<O, Error> {
-    item.result.map_err(|error| Error::Job { pos: 0, error })
+    item.result.map_err(Error::Failed)
 }
 
 fn collect_one<T: Task>(mut g: MutexGuard<'_, State<T>>, req: u64) -> Result<T::Output, Error> {
@@ -869,7 +910,11 @@ struct Stream<'p, T: Task, I> {
     input: Option<I>,
     req: Result<u64, Option<Error>>,
     submitted: u64,
+    /// Results taken out of the pool (handed out, or waiting in `ready`).
     taken: u64,
+    /// Results taken out of the pool in one go, not yet handed out: the pool's lock is
+    /// taken once per batch of results, not once per result.
+    ready: VecDeque<(u64, Item<T::Output>)>,
 }
 
 impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
@@ -892,6 +937,7 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
             req,
             submitted: 0,
             taken: 0,
+            ready: VecDeque::new(),
         }
     }
 
@@ -957,6 +1003,9 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
                 });
             }
         };
+        if let Some(item) = self.ready.pop_front() {
+            return Some(item);
+        }
         self.top_up(req);
         if self.input.is_none() && self.taken == self.submitted {
             return None;
@@ -965,11 +1014,12 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
         let mut g = self.pool.shared.drive(g, |s| {
             s.sup.has_next(req) || s.sup.request_outstanding(req) == 0
         });
-        let item = g.sup.take_next(req);
-        if item.is_some() {
+        while let Some(item) = g.sup.take_next(req) {
             self.taken += 1;
+            self.ready.push_back(item);
         }
-        item
+        drop(g);
+        self.ready.pop_front()
     }
 }
 
@@ -1066,24 +1116,6 @@ impl<T: Task, V> Source<V> for PoolSource<T, V> {
             .sup
             .take_collected(self.req)
             .ok_or(Error::Closed)?;
-        // Positions: map the job error to the failing position.
-        let mut failed = None;
-        let items: Vec<Item<T::Output>> = items
-            .into_iter()
-            .enumerate()
-            .map(|(pos, mut item)| {
-                if failed.is_none() {
-                    if let Err(e) = &item.result {
-                        failed = Some(job_error(pos as u64, e.clone()));
-                        item.result = Err(e.clone());
-                    }
-                }
-                item
-            })
-            .collect();
-        if let Some(e) = failed {
-            return Err(e);
-        }
         (self.finish)(items)
     }
 }

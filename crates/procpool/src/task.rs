@@ -49,16 +49,22 @@ pub trait Target: Serialize + DeserializeOwned + 'static {
 /// Runs one job, catching a panic; returns the outcome and the nanoseconds it ran.
 pub(crate) fn run_caught<T: Task>(task: T, ctx: &T::Context) -> (Result<T::Output, JobError>, u64) {
     let start = Instant::now();
+    let result = run_caught_untimed(task, ctx);
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    (result, ns)
+}
+
+/// Runs one job, catching a panic (the caller times it, if it wants to).
+pub(crate) fn run_caught_untimed<T: Task>(
+    task: T,
+    ctx: &T::Context,
+) -> Result<T::Output, JobError> {
     IN_TASK.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
     IN_TASK.with(|t| t.set(false));
-    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    (
-        result.map_err(|payload| JobError::Panicked {
-            message: panic_message(payload.as_ref()),
-        }),
-        ns,
-    )
+    result.map_err(|payload| JobError::Panicked {
+        message: panic_message(payload.as_ref()),
+    })
 }
 
 thread_local! {

@@ -109,9 +109,9 @@ impl<T> crate::policy::Payload for Payload<T> {
     }
 }
 
-/// Appends jobs `first..` of `chunk` to `out` as `Jobs` frames: one, or as many as the
-/// frame limit needs (each job fits alone: [`Engine::payload`] checked it). For the
-/// engines that send bytes. `tags` are the jobs' submission numbers (fault injection).
+/// Appends the jobs of `chunk` to `out` as `Jobs` frames: one, or as many as the frame
+/// limit needs (each job fits alone: [`Engine::payload`] checked it). For the engines that
+/// send bytes. `tags` are the jobs' submission numbers (fault injection), or empty.
 pub(crate) fn frame_jobs<T>(
     out: &mut Vec<u8>,
     chunk: u64,
@@ -119,23 +119,26 @@ pub(crate) fn frame_jobs<T>(
     tags: &[u64],
     max: u32,
 ) {
-    use crate::wire::frame::write_frame;
-    use crate::wire::msg::{Bytes, Down};
-    fn bytes<T>(p: &Payload<T>) -> Bytes<'_> {
-        Bytes(match p {
+    use crate::wire::{codec, frame};
+    fn bytes<T>(p: &Payload<T>) -> &[u8] {
+        match p {
             Payload::Bytes(b) => b,
             Payload::Value(_) => &[],
-        })
+        }
     }
-    let msg = |first: usize, n: usize| Down::Jobs {
-        chunk,
-        first: first as u32,
-        payloads: jobs[first..first + n].iter().map(bytes).collect(),
-        tags: tags
-            .get(first..first + n)
-            .map_or_else(Vec::new, <[u64]>::to_vec),
+    let frame = |out: &mut Vec<u8>, first: usize, n: usize| {
+        frame::write_frame_with(out, max, |out| {
+            let tags = tags.get(first..first + n).unwrap_or(&[]);
+            codec::encode_jobs(
+                out,
+                chunk,
+                first as u32,
+                jobs[first..first + n].iter().map(bytes),
+                tags,
+            );
+        })
     };
-    if write_frame(out, &msg(0, jobs.len()), max).is_ok() {
+    if frame(out, 0, jobs.len()).is_ok() {
         return;
     }
     // Too large together: as many frames as it takes, greedily.
@@ -145,47 +148,79 @@ pub(crate) fn frame_jobs<T>(
         let mut n = 0;
         let mut size = 0;
         while first + n < jobs.len() {
-            let len = match &jobs[first + n] {
-                Payload::Bytes(b) => b.len() + 16,
-                Payload::Value(_) => 16,
-            };
+            let len = bytes(&jobs[first + n]).len() + 16;
             if n > 0 && size + len > budget {
                 break;
             }
             size += len;
             n += 1;
         }
-        let _ = write_frame(out, &msg(first, n), max);
+        let _ = frame(out, first, n);
         first += n;
     }
 }
 
-/// Bounded, adaptive spinning before blocking. The rule follows how long waits actually
-/// last, spun or slept: spin while they are within a few spin budgets. The margin matters:
-/// when the peer sleeps, a wait includes its wake-up (50-70 µs on a VM, above a 50 µs
-/// budget); counting such waits as "short" keeps this side spinning, the peer's replies
-/// then come fast, and both sides settle back into spinning instead of both sleeping for
-/// good. Waits of genuinely long jobs (a millisecond and up) still switch spinning off.
+/// Bounded, adaptive spinning before blocking, that stops when it cannot win.
+///
+/// The rule follows how long waits actually last, spun or slept: spin while they are
+/// within a few spin budgets. The margin matters: when the peer sleeps, a wait includes its
+/// wake-up (50-70 µs on a VM, above a 50 µs budget); counting such waits as "short" keeps
+/// this side spinning, the peer's replies then come fast, and both sides settle back into
+/// spinning instead of both sleeping for good. Waits of genuinely long jobs (a millisecond
+/// and up) still switch spinning off.
+///
+/// Spinning only pays when the peer runs on another CPU at the same time. A process that
+/// may use one CPU only (`taskset -c 0`, a one-CPU container) never spins: both sides would
+/// burn the CPU the other needs. And when spins stop paying — most of the recent ones ended
+/// in a sleep anyway, as on a loaded machine — spinning pauses for a while (16 waits,
+/// doubling up to 1024 while it keeps failing), then tries again.
 #[derive(Debug, Clone)]
 pub(crate) struct Spinner {
     budget: Duration,
     typical: Option<Duration>,
+    /// The budget handed out for the wait in progress.
+    current: Duration,
+    /// Of the last spins, how many ended with what was awaited (in sixteenths).
+    paid: u32,
+    /// Waits left without spinning, and the next pause's length.
+    paused: u32,
+    pause_len: u32,
 }
+
+/// Waits without spinning after spins stop paying (doubles up to [`MAX_PAUSE`]).
+const MIN_PAUSE: u32 = 16;
+const MAX_PAUSE: u32 = 1024;
 
 impl Spinner {
     pub(crate) fn new(budget: Duration) -> Spinner {
+        Self::for_cpus(budget, crate::os::unix::usable_cpus())
+    }
+
+    /// A spinner for a process that may run on `cpus` CPUs.
+    pub(crate) fn for_cpus(budget: Duration, cpus: usize) -> Spinner {
         Spinner {
-            budget,
+            budget: if cpus > 1 { budget } else { Duration::ZERO },
             typical: None,
+            current: Duration::ZERO,
+            paid: 16,
+            paused: 0,
+            pause_len: MIN_PAUSE,
         }
     }
 
-    /// How long to spin before the next blocking wait.
-    pub(crate) fn budget(&self) -> Duration {
-        match self.typical {
-            Some(t) if t > self.budget * 4 => Duration::ZERO,
-            _ => self.budget,
-        }
+    /// How long to spin before the next blocking wait (call once per wait, then
+    /// [`Spinner::record`] how long it lasted).
+    pub(crate) fn budget(&mut self) -> Duration {
+        self.current = if self.paused > 0 {
+            self.paused -= 1;
+            Duration::ZERO
+        } else {
+            match self.typical {
+                Some(t) if t > self.budget * 4 => Duration::ZERO,
+                _ => self.budget,
+            }
+        };
+        self.current
     }
 
     /// How long the last wait lasted (until what it waited for came).
@@ -193,12 +228,83 @@ impl Spinner {
         if self.budget.is_zero() {
             return;
         }
+        if !self.current.is_zero() {
+            // A running average of spins that paid, in sixteenths.
+            let paid = u32::from(waited <= self.current) * 16;
+            self.paid = (self.paid * 7 + paid) / 8;
+            if self.paid < 4 {
+                self.paused = self.pause_len;
+                self.pause_len = (self.pause_len * 2).min(MAX_PAUSE);
+                self.paid = 8;
+            } else if self.paid >= 12 {
+                self.pause_len = MIN_PAUSE;
+            }
+        }
         // Clamped, so one long idle stretch is forgotten after a few quick waits.
         let waited = waited.min(self.budget * 8);
         self.typical = Some(match self.typical {
             None => waited,
             Some(t) => (t * 3 + waited) / 4,
         });
+    }
+}
+
+#[cfg(test)]
+mod spinner_tests {
+    use super::*;
+
+    const B: Duration = Duration::from_micros(50);
+
+    #[test]
+    fn one_cpu_never_spins() {
+        let mut s = Spinner::for_cpus(B, 1);
+        for _ in 0..10 {
+            assert_eq!(s.budget(), Duration::ZERO);
+            s.record(Duration::from_micros(1));
+        }
+    }
+
+    #[test]
+    fn spins_that_pay_keep_spinning() {
+        let mut s = Spinner::for_cpus(B, 2);
+        for _ in 0..100 {
+            assert_eq!(s.budget(), B);
+            s.record(Duration::from_micros(5));
+        }
+    }
+
+    #[test]
+    fn spins_that_do_not_pay_pause_and_back_off() {
+        let mut s = Spinner::for_cpus(B, 2);
+        let mut spun = 0;
+        // The peer answers just after each spin gave up (it needed this very CPU).
+        for _ in 0..2000 {
+            if !s.budget().is_zero() {
+                spun += 1;
+            }
+            s.record(B + Duration::from_micros(10));
+        }
+        assert!(spun < 100, "spun {spun} of 2000 waits that never paid");
+        // Once spins pay again, spinning comes back.
+        for _ in 0..MAX_PAUSE + 100 {
+            let b = s.budget();
+            s.record(if b.is_zero() {
+                B * 2
+            } else {
+                Duration::from_micros(5)
+            });
+        }
+        assert_eq!(s.budget(), B);
+    }
+
+    #[test]
+    fn long_waits_switch_spinning_off() {
+        let mut s = Spinner::for_cpus(B, 4);
+        for _ in 0..10 {
+            let _ = s.budget();
+            s.record(Duration::from_millis(5));
+        }
+        assert_eq!(s.budget(), Duration::ZERO);
     }
 }
 

@@ -8,7 +8,7 @@ use crate::policy::{Event, Finished};
 use crate::task::Task;
 use crate::wire::codec;
 use crate::wire::frame::FrameReader;
-use crate::wire::msg::{JobResult, Outcome, PROTOCOL_VERSION, Up};
+use crate::wire::msg::{Outcome, PROTOCOL_VERSION, Up};
 
 /// Frames from one worker, and where its conversation stands.
 pub(crate) struct Peer {
@@ -153,7 +153,7 @@ fn decode_results<T: Task>(
     // Never trust the count for an allocation: each result takes at least 13 bytes.
     let mut out = Vec::with_capacity((count as usize).min(bytes.len() / 13 + 1));
     for _ in 0..count {
-        let (r, used) = codec::decode_prefix::<JobResult<'_>>(bytes)?;
+        let (r, used) = codec::decode_job_result(bytes)?;
         bytes = &bytes[used..];
         out.push(Finished {
             compute_ns: r.compute_ns,

@@ -161,6 +161,12 @@ pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
     }
 }
 
+/// CPUs this process may run on (its affinity mask and its cgroup's quota): 1 when that
+/// cannot be found out.
+pub(crate) fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The conventional name of a signal number ("SIGKILL"), or "signal N".
 pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {

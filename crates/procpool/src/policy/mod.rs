@@ -152,7 +152,10 @@ struct Meta {
     pos: u64,
     /// Submission number in the pool (0 for the first job ever submitted).
     seq: u64,
+    /// Crashes it was charged with (see `blame`).
     crashes: u32,
+    /// Times it was sent to a worker (charged or not, a crash can make it run again).
+    starts: u32,
     /// When it was submitted.
     queued: Instant,
 }
@@ -439,6 +442,7 @@ impl<P: Payload, O> Core<P, O> {
             pos,
             seq: self.next_seq,
             crashes: 0,
+            starts: 0,
             queued: now,
         };
         self.next_seq += 1;
@@ -850,7 +854,7 @@ impl<P: Payload, O> Core<P, O> {
                     };
                     self.deliver(meta, None, Err(JobError::TimedOut { pid, after }));
                 }
-                Verdict::Failed { crashes } => {
+                Verdict::Failed { .. } => {
                     let status = match &slot.failure {
                         Some(f) => format!("{} after a protocol error ({})", exit.status, f.reason),
                         None => exit.status.clone(),
@@ -858,7 +862,7 @@ impl<P: Payload, O> Core<P, O> {
                     let error = JobError::WorkerDied {
                         pid: slot.pid,
                         status,
-                        attempts: crashes,
+                        attempts: meta.starts,
                         stderr_tail: exit.stderr_tail.trim_end().to_owned(),
                     };
                     self.deliver(meta, None, Err(error));
@@ -1126,7 +1130,8 @@ impl<P: Payload, O> Core<P, O> {
         let (key, index, pid) = (slot.key, slot.index, slot.pid);
         let mut metas = Vec::with_capacity(jobs.len());
         let mut payloads = Vec::with_capacity(jobs.len());
-        for q in jobs {
+        for mut q in jobs {
+            q.meta.starts = q.meta.starts.saturating_add(1);
             metas.push(q.meta);
             payloads.push(q.payload);
         }

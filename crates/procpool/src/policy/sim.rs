@@ -732,11 +732,13 @@ impl Sim {
                 let got = &c.taken[&(pos as u64)];
                 let ok = match got {
                     Ok(id) => *id == job.id && !job.poison,
+                    // Started at least once per charged crash (an uncharged run, with
+                    // others held, can come on top).
                     Err(JobError::WorkerDied { attempts, .. }) if job.poison => {
-                        *attempts == self.world.retries + 1
+                        *attempts > self.world.retries
                     }
                     Err(JobError::WorkerDied { attempts, .. }) => {
-                        self.kills > self.world.retries && *attempts == self.world.retries + 1
+                        self.kills > self.world.retries && *attempts > self.world.retries
                     }
                     Err(JobError::TimedOut { .. }) => self.world.job_timeout.is_some_and(|t| {
                         job.cost + slop > t || self.truth.timed_out_ok.contains(&job.id)

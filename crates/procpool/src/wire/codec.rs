@@ -8,6 +8,7 @@
 //! hostile message can never make us allocate more than twice what it was — never the
 //! 4 GiB a lying `u32` could ask for.
 
+use super::msg::{JobResult, Outcome, Phases};
 use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -116,6 +117,108 @@ pub fn decode_prefix<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, usiz
     .map_err(|e| CodecError(format!("decode failed: {e}")))
 }
 
+/// Appends the encoding of `Down::Jobs { chunk, first, payloads, tags }` exactly as
+/// [`encode_into`] would, without building the message (the hot path of many small jobs).
+pub(crate) fn encode_jobs<'a>(
+    out: &mut Vec<u8>,
+    chunk: u64,
+    first: u32,
+    payloads: impl ExactSizeIterator<Item = &'a [u8]>,
+    tags: &[u64],
+) {
+    /// `Down::Jobs` is variant 2 (`Hello`, `Context`, `Jobs`, ...).
+    const JOBS: u32 = 2;
+    out.extend_from_slice(&JOBS.to_le_bytes());
+    out.extend_from_slice(&chunk.to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&(payloads.len() as u64).to_le_bytes());
+    for p in payloads {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
+    for t in tags {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+}
+
+/// Encodes one job's result exactly as [`encode_into`] would, without going through serde
+/// for a successful job (the hot path of many small jobs). An error outcome goes through
+/// serde.
+pub(crate) fn encode_job_result(r: &JobResult<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let Outcome::Ok(bytes) = r.outcome else {
+        return encode_into(r, out);
+    };
+    out.reserve(8 + 4 + 8 + bytes.len() + 33);
+    out.extend_from_slice(&r.compute_ns.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+    match &r.phases {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            for v in [p.begun, p.decoded, p.computed, p.encoded] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one job's result from the start of `bytes`, as [`decode_prefix`] would (and
+/// fast for a successful job); returns it and the bytes it used.
+pub(crate) fn decode_job_result(bytes: &[u8]) -> Result<(JobResult<'_>, usize), CodecError> {
+    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    }
+    let short = || CodecError("decode failed: a job result is cut short".into());
+    let compute_ns = u64_at(bytes, 0).ok_or_else(short)?;
+    let tag = bytes
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(short)?;
+    if tag != 0 {
+        return decode_prefix::<JobResult<'_>>(bytes);
+    }
+    let len = u64_at(bytes, 12).ok_or_else(short)?;
+    let start: usize = 20;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|len| start.checked_add(len))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(short)?;
+    let output = &bytes[start..end];
+    let (phases, used) = match bytes.get(end) {
+        Some(0) => (None, end + 1),
+        Some(1) => {
+            let at = |i: usize| u64_at(bytes, end + 1 + 8 * i).ok_or_else(short);
+            let p = Phases {
+                begun: at(0)?,
+                decoded: at(1)?,
+                computed: at(2)?,
+                encoded: at(3)?,
+            };
+            (Some(p), end + 33)
+        }
+        Some(other) => {
+            return Err(CodecError(format!(
+                "decode failed: invalid option tag {other} in a job result"
+            )));
+        }
+        None => return Err(short()),
+    };
+    Ok((
+        JobResult {
+            compute_ns,
+            outcome: Outcome::Ok(output),
+            phases,
+        },
+        used,
+    ))
+}
+
 fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
     if used == len {
         Ok(())
@@ -169,6 +272,62 @@ mod tests {
         bytes.extend_from_slice(b"abcd");
         assert!(decode::<String>(&bytes).is_err());
         assert!(decode::<Vec<u64>>(&bytes).is_err());
+    }
+
+    fn job_result()
+    -> impl proptest::strategy::Strategy<Value = (u64, Option<Vec<u8>>, Option<[u64; 4]>)> {
+        use proptest::prelude::*;
+        (
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::option::of(any::<[u64; 4]>()),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_job_result_path_is_bincode((ns, out, phases) in job_result(), cut in 0usize..80) {
+            use crate::error::JobError;
+            let phases = phases.map(|p| Phases { begun: p[0], decoded: p[1], computed: p[2], encoded: p[3] });
+            let r = JobResult {
+                compute_ns: ns,
+                outcome: match &out {
+                    Some(b) => Outcome::Ok(b),
+                    None => Outcome::Err(JobError::Panicked { message: "x".into() }),
+                },
+                phases,
+            };
+            let mut fast = Vec::new();
+            encode_job_result(&r, &mut fast).unwrap();
+            let slow = encode(&r).unwrap();
+            proptest::prop_assert_eq!(&fast, &slow);
+            fast.extend_from_slice(b"tail");
+            let (back, used) = decode_job_result(&fast).unwrap();
+            proptest::prop_assert_eq!(back, r);
+            proptest::prop_assert_eq!(used, slow.len());
+            // Cut short anywhere: an error, never a panic or a read past the end.
+            if cut < slow.len() {
+                proptest::prop_assert!(decode_job_result(&slow[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_jobs_encoding_is_bincode() {
+        use super::super::msg::{Bytes, Down};
+        let payloads: Vec<Vec<u8>> = vec![vec![], vec![1, 2, 3], vec![9; 70]];
+        for tags in [vec![], vec![4, 5, 6]] {
+            let msg = Down::Jobs {
+                chunk: 77,
+                first: 3,
+                payloads: payloads.iter().map(|p| Bytes(p)).collect(),
+                tags: tags.clone(),
+            };
+            let mut fast = Vec::new();
+            encode_jobs(&mut fast, 77, 3, payloads.iter().map(Vec::as_slice), &tags);
+            assert_eq!(fast, encode(&msg).unwrap());
+            assert_eq!(decode_borrowed::<Down<'_>>(&fast).unwrap(), msg);
+        }
     }
 
     #[test]

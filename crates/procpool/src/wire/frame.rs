@@ -71,6 +71,28 @@ pub fn write_frame<T: Serialize + ?Sized>(
     Ok(len + HEADER_LEN)
 }
 
+/// Appends one frame whose body `body` writes straight into `out`; returns the frame's
+/// size. On error (the body is over `max`) `out` is left as it was.
+pub(crate) fn write_frame_with(
+    out: &mut Vec<u8>,
+    max: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> Result<usize, FrameError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    body(out);
+    let len = out.len() - at - HEADER_LEN;
+    if len > max as usize {
+        out.truncate(at);
+        return Err(FrameError::TooLong {
+            len: len as u64,
+            max,
+        });
+    }
+    out[at..at + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(len + HEADER_LEN)
+}
+
 /// An incremental frame decoder: bytes go in as they arrive, whole frames come out.
 #[derive(Debug)]
 pub struct FrameReader {

@@ -48,6 +48,7 @@ struct WorkerSocket {
 impl Read for WorkerSocket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut waiting_since = None;
+        let mut spin = Duration::ZERO;
         loop {
             let got = {
                 let mut fds = self.fds.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,8 +64,11 @@ impl Read for WorkerSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            let since = *waiting_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < self.spinner.budget() {
+            let since = *waiting_since.get_or_insert_with(|| {
+                spin = self.spinner.budget();
+                Instant::now()
+            });
+            if since.elapsed() < spin {
                 std::hint::spin_loop();
                 continue;
             }
