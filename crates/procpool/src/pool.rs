@@ -288,6 +288,7 @@ pub struct PoolBuilder<T: Task> {
     record_phases: bool,
     share_above: usize,
     terminator: Option<Terminator>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl<T: Task> Default for PoolBuilder<T> {
@@ -310,6 +311,7 @@ impl<T: Task> Default for PoolBuilder<T> {
             record_phases: false,
             share_above: crate::context::SHARE_ABOVE,
             terminator: None,
+            env: Vec::new(),
         }
     }
 }
@@ -399,6 +401,13 @@ impl<T: Task> PoolBuilder<T> {
     /// reported once on the log (default 60 s); it is not stopped.
     pub fn stall_warning(mut self, d: Duration) -> Self {
         self.stall_warning = d;
+        self
+    }
+
+    /// Sets an environment variable in every worker process this pool starts (say
+    /// `OMP_NUM_THREADS=1`, so workers do not oversubscribe the CPUs); later calls add more.
+    pub fn env(mut self, key: impl Into<std::ffi::OsString>, value: impl Into<std::ffi::OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -492,6 +501,7 @@ impl<T: Task> PoolBuilder<T> {
             } else {
                 0
             },
+            env: self.env.clone(),
         };
         #[cfg_attr(not(feature = "mpi"), allow(unused_mut))]
         let mut workers = workers;

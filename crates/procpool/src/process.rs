@@ -45,7 +45,7 @@ impl Process {
         let payload = codec::encode(&target)
             .map_err(|e| Error::Config(format!("could not encode target {:?}: {e}", T::NAME)))?;
         let (child, mut sock) =
-            ChildProc::spawn("process", None, Duration::ZERO, ChildOutput::Inherit)
+            ChildProc::spawn("process", None, Duration::ZERO, ChildOutput::Inherit, &[])
                 .map_err(|e| Error::Spawn(format!("could not start a process: {e}")))?;
         let pid = child.pid();
         let mut out = Vec::new();

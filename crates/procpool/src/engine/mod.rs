@@ -371,6 +371,8 @@ pub(crate) struct EngineConfig {
     pub forward_output: bool,
     /// Greeting flags for workers ([`FLAG_PHASES`](crate::wire::msg::FLAG_PHASES)).
     pub flags: u32,
+    /// Added to every worker process's environment.
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl<T: Task> Engine<T> {

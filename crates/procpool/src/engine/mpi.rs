@@ -172,9 +172,13 @@ fn serve_worker(world: &SimpleCommunicator, registry: &Registry) -> i32 {
                 .ok()
                 .flatten()
         });
-        if let Err(e) = worker::serve(registry, &mut input, &mut output, &worker::NoFds, fault) {
-            eprintln!("procpool mpi worker rank {}: {e}", world.rank());
-            world.abort(3);
+        match worker::serve(registry, &mut input, &mut output, &worker::NoFds, fault) {
+            // A session ends with rank 0's BYE, which is the end of this input.
+            Ok(()) | Err(worker::WorkerError::Abandoned) => {}
+            Err(e) => {
+                eprintln!("procpool mpi worker rank {}: {e}", world.rank());
+                world.abort(3);
+            }
         }
     }
 }

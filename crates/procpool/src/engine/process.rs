@@ -104,6 +104,7 @@ impl<T: Task> ProcessEngine<T> {
                 label: format!("worker {key}"),
                 forward: self.cfg.forward_output,
             },
+            &self.cfg.env,
         )
         .map_err(|e| SpawnError::io("could not start a worker process", &e))?;
         sock.set_nonblocking(true)
@@ -226,8 +227,12 @@ impl<T: Task> ProcessEngine<T> {
     }
 
     pub(crate) fn close(&mut self, key: WorkerKey) {
+        let max = self.cfg.max_frame;
         if let Some(w) = self.workers.iter_mut().find(|w| w.key == key) {
-            w.closing = true;
+            if !w.closing {
+                w.closing = true;
+                let _ = frame::write_frame(&mut w.out, &Down::Bye, max);
+            }
             self.bytes_out += flush_worker(w, &self.context);
         }
     }

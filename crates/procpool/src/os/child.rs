@@ -93,13 +93,14 @@ pub(crate) struct ChildProc {
 }
 
 impl ChildProc {
-    /// Re-executes the current binary in worker `mode`; returns the child and our end of
-    /// its socket (the child's stdin).
+    /// Re-executes the current binary in worker `mode`, with `vars` added to its
+    /// environment; returns the child and our end of its socket (the child's stdin).
     pub(crate) fn spawn(
         mode: &str,
         key: Option<u32>,
         spin: Duration,
         output: ChildOutput,
+        vars: &[(OsString, OsString)],
     ) -> io::Result<(ChildProc, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
         unix::set_buffers(&ours, 4 << 20);
@@ -108,6 +109,7 @@ impl ChildProc {
         if let Some(name) = env::program_name() {
             cmd.arg0(name);
         }
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)));
         env::worker_command(&mut cmd, mode, key, spin);
         cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
             .process_group(0);

@@ -65,6 +65,9 @@ pub enum Down<'a> {
         /// The size of each shared object, in the order their descriptors came.
         regions: Vec<u64>,
     },
+    /// No more jobs: finish what you hold and exit. (The end of input without it means
+    /// the coordinator is gone: a worker then takes its process group down with it.)
+    Bye,
 }
 
 /// Bytes `offset..offset + len` of shared object `region`.

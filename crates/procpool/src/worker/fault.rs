@@ -25,11 +25,14 @@ pub(crate) enum Fault {
     TruncateAfter(u64),
     /// Greet with this protocol version.
     Version(u32),
+    /// Sleep forever before greeting (a worker frozen during start-up).
+    HangStart,
 }
 
 impl Fault {
     /// Parses `[worker=K:]KIND=N` (KIND: abort-on, exit-on, hang-on, garbage-after,
-    /// oversize-after, truncate-after, version); `None` when the spec names another worker.
+    /// oversize-after, truncate-after, version, hang-start; N is ignored for hang-start);
+    /// `None` when the spec names another worker.
     pub(crate) fn parse(spec: &str, worker: Option<u32>) -> Result<Option<Fault>, String> {
         let (target, rest) = match spec.strip_prefix("worker=") {
             Some(r) => {
@@ -59,11 +62,22 @@ impl Fault {
             "garbage-after" => Fault::GarbageAfter(n),
             "oversize-after" => Fault::OversizeAfter(n),
             "truncate-after" => Fault::TruncateAfter(n),
+            "hang-start" => Fault::HangStart,
             "version" => {
                 Fault::Version(u32::try_from(n).map_err(|_| format!("bad version in {spec:?}"))?)
             }
             _ => return Err(format!("unknown fault {kind:?} in {spec:?}")),
         }))
+    }
+
+    /// Before greeting the coordinator.
+    pub(crate) fn before_hello(self) {
+        if self == Fault::HangStart {
+            eprintln!("fault injection: hanging before the greeting");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 
     /// Before running the job with submission number `n`.

@@ -41,6 +41,9 @@ pub(crate) enum WorkerError {
     /// Framing or I/O failed.
     #[error("{0}")]
     Frame(#[from] FrameError),
+    /// The input ended without a goodbye: the coordinator is gone.
+    #[error("the coordinator hung up without saying goodbye (it died?)")]
+    Abandoned,
 }
 
 impl From<io::Error> for WorkerError {
@@ -248,7 +251,9 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Serves one coordinator connection to its end. `Ok` when the coordinator hung up.
+/// Serves one coordinator connection to its end: `Ok` after the coordinator's goodbye (or
+/// when it hung up before the greeting was done); [`WorkerError::Abandoned`] when the input
+/// ended in the middle of the job loop without one.
 pub(crate) fn serve(
     registry: &Registry,
     input: &mut dyn Read,
@@ -266,6 +271,9 @@ pub(crate) fn serve(
         flags: 0,
         scratch: Vec::with_capacity(4096),
     };
+    if let Some(f) = fault {
+        f.before_hello();
+    }
     let protocol = match fault {
         Some(Fault::Version(v)) => v,
         _ => PROTOCOL_VERSION,
@@ -338,6 +346,7 @@ fn describe(msg: &Down<'_>) -> &'static str {
         Down::Jobs { .. } => "jobs",
         Down::Run { .. } => "a process target",
         Down::SharedContext { .. } => "a shared context",
+        Down::Bye => "a goodbye",
     }
 }
 
@@ -401,7 +410,7 @@ fn run_jobs<T: Task, const TIMED: bool>(
             match reader.fill_from(*input) {
                 Ok(0) => {
                     reader.finish()?;
-                    return Ok(());
+                    return Err(WorkerError::Abandoned);
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -422,6 +431,10 @@ fn run_jobs<T: Task, const TIMED: bool>(
                 payloads,
                 tags,
             }) => (chunk, first, payloads, tags),
+            Ok(Down::Bye) => {
+                output.flush()?;
+                return Ok(());
+            }
             Ok(other) => {
                 let what = describe(&other);
                 return Err(refuse_on(*output, format!("expected jobs, got {what}")));
@@ -666,6 +679,7 @@ mod tests {
                 payloads: vec![Bytes(&j1)],
                 tags: vec![],
             },
+            Down::Bye,
         ]);
         let (got, r) = run(&input);
         r.unwrap();
@@ -701,6 +715,7 @@ mod tests {
                 payloads: jobs.iter().map(|j| Bytes(j)).collect(),
                 tags: vec![],
             },
+            Down::Bye,
         ]);
         let mut out = MemOutput::default();
         serve(&registry(), &mut &input[..], &mut out, &NoFds, None).unwrap();
@@ -714,6 +729,15 @@ mod tests {
         let results: Vec<Reply> = replies(&out.bytes).into_iter().skip(2).collect();
         assert_eq!(results.len(), 50);
         assert_eq!(results[49], Reply::Result(1, 49, Ok(70)));
+    }
+
+    #[test]
+    fn an_end_without_goodbye_is_abandonment() {
+        let ctx = codec::encode(&1u64).unwrap();
+        let input = frames(&[hello("add-ctx"), Down::Context { payload: &ctx }]);
+        let (got, r) = run(&input);
+        assert!(matches!(r, Err(WorkerError::Abandoned)), "{r:?}");
+        assert_eq!(got, [Reply::Hello(PROTOCOL_VERSION), Reply::Ready]);
     }
 
     #[test]
@@ -762,6 +786,7 @@ mod tests {
                 payloads: vec![Bytes(&[1, 2, 3])],
                 tags: vec![],
             },
+            Down::Bye,
         ]);
         let (got, r) = run(&input);
         r.unwrap();
@@ -790,6 +815,7 @@ mod tests {
                     payloads: vec![Bytes(&job)],
                     tags: vec![],
                 },
+                Down::Bye,
             ]);
             let mut out = MemOutput::default();
             serve(&registry(), &mut &input[..], &mut out, &NoFds, None).unwrap();

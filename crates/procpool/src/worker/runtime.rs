@@ -310,6 +310,13 @@ pub(crate) fn worker_main(registry: &Registry, env: &WorkerEnv) -> i32 {
     };
     match super::serve(registry, &mut input, &mut output, &*fds, fault) {
         Ok(()) => 0,
+        Err(super::WorkerError::Abandoned) => {
+            // The coordinator is gone without a goodbye: nobody will reap us or kill our
+            // group, so take the programs our tasks started down with us.
+            drop(output);
+            unix::kill_group(std::process::id(), libc::SIGKILL);
+            EXIT_ORPHANED
+        }
         Err(e) => {
             eprintln!("procpool worker {}: {e}", std::process::id());
             EXIT_PROTOCOL
