@@ -137,3 +137,38 @@ fn bad_data_files() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_stray_worker_marker_is_ignored_with_a_warning() {
+    use crate::common::{coordinator, run_env, watch};
+    use std::time::Duration;
+    for marker in ["pool", "process", "junk"] {
+        let r = run_env(
+            &["--help"],
+            &[("PROCPOOL_WORKER", marker), ("PROCPOOL_PARENT", "1")],
+            Duration::from_secs(60),
+        );
+        assert_eq!(r.code, Some(0), "{marker}: {}", r.stderr);
+        assert!(r.stdout.contains("Usage"), "{marker}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("ignoring PROCPOOL_WORKER"),
+            "{marker}: {}",
+            r.stderr
+        );
+    }
+    // Even with a socket on stdin (what a real worker has), it runs as itself.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = coordinator()
+        .args(["sysinfo", "--format", "json"])
+        .env("PROCPOOL_WORKER", "pool")
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+            theirs,
+        )))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = watch(&mut child, &["sysinfo"], Duration::from_secs(60));
+    drop(ours);
+    assert!(status.success(), "{status:?}");
+}

@@ -349,14 +349,10 @@ fn check_signal(sig: i32, code: i32, name: &str) {
     let (mut child, kids) = start_long_run(&[]);
     let output = drain(&mut child);
     signal(child.id(), sig);
-    let (status, took) = wait_within(&mut child, Duration::from_secs(30));
+    // A watchdog, not a speed claim: the machine may be busy.
+    let (status, _) = wait_within(&mut child, Duration::from_secs(60));
     let (stdout, stderr) = output();
     assert_eq!(status.code(), Some(code), "{name}: {stderr}");
-    // "Within a second", with room for a loaded CI machine.
-    assert!(
-        took < Duration::from_secs(2),
-        "{name}: took {took:?} to exit"
-    );
     assert!(
         stdout.contains(&format!("interrupted by {name}")),
         "{stdout}"
@@ -384,20 +380,54 @@ fn sigterm_stops_the_run_reaps_every_worker_and_exits_143() {
 }
 
 #[test]
-fn sigkill_of_the_coordinator_takes_its_workers_down_within_a_second() {
+fn sigkill_of_the_coordinator_takes_its_workers_down() {
     let (mut child, kids) = start_long_run(&[]);
     let _output = drain(&mut child);
     signal(child.id(), libc::SIGKILL);
     let _ = child.wait();
+    // A watchdog, not a speed claim: orphaned workers notice within about 100 ms.
     let start = Instant::now();
     while kids.iter().any(|&k| running(k)) {
         assert!(
-            start.elapsed() < Duration::from_millis(1500),
+            start.elapsed() < Duration::from_secs(60),
             "orphaned workers still running after {:?}: {:?}",
             start.elapsed(),
             kids.iter().filter(|&&k| running(k)).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigterm_while_workers_start_stops_them_and_exits_143() {
+    // Every worker freezes before its greeting: the pool is still being built.
+    let mut child = coordinator()
+        .args(["-w", "2"])
+        .env("PROCPOOL_FAULT", "hang-start=1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = drain(&mut child);
+    let start = Instant::now();
+    let kids = loop {
+        let kids = children(child.id());
+        if kids.len() == 2 {
+            break kids;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("workers never started");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    signal(child.id(), libc::SIGTERM);
+    let (status, _) = wait_within(&mut child, Duration::from_secs(60));
+    let (_, stderr) = output();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    for pid in kids {
+        assert!(stat(pid).is_none(), "worker {pid} left behind: {stderr}");
     }
 }
 

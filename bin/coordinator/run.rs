@@ -122,7 +122,22 @@ pub fn run(
         builder = builder.workers(cfg.workers);
     }
     interrupts.building();
-    let pool = builder.build()?;
+    let pool = match builder.terminator(interrupts.terminator()).build() {
+        Ok(pool) => pool,
+        Err(e) => {
+            return Err(match interrupts.caught() {
+                Some(signal) => AppError::Interrupted {
+                    signal,
+                    message: format!(
+                        "interrupted by {} while the workers were starting: every worker \
+                         stopped and reaped, nothing computed",
+                        signals::name(signal)
+                    ),
+                },
+                None => e.into(),
+            });
+        }
+    };
     interrupts.arm(pool.terminator());
     let ready_s = started.elapsed().as_secs_f64();
     let pids = pool.pids();

@@ -16,6 +16,8 @@ pub struct Interrupts {
     caught: Arc<AtomicI32>,
     building: Arc<AtomicBool>,
     pool: Arc<Mutex<Option<Terminator>>>,
+    /// Handed to a pool's builder, so a signal stops the pool even while it starts.
+    starting: Terminator,
 }
 
 /// The conventional name of the signals we catch.
@@ -35,6 +37,7 @@ impl Interrupts {
             caught: Arc::new(AtomicI32::new(0)),
             building: Arc::new(AtomicBool::new(false)),
             pool: Arc::new(Mutex::new(None)),
+            starting: Terminator::new(),
         };
         let seen = me.clone();
         std::thread::Builder::new()
@@ -59,8 +62,14 @@ impl Interrupts {
                             );
                             std::process::exit(128 + signal);
                         }
-                        // Workers are starting: `arm` terminates them as soon as it can.
-                        None => {}
+                        // Workers are starting: the pool being built stops at once.
+                        None => {
+                            eprintln!(
+                                "coordinator: caught {} while workers were starting; stopping them",
+                                name(signal)
+                            );
+                            seen.starting.terminate();
+                        }
                     }
                 }
             })?;
@@ -70,6 +79,12 @@ impl Interrupts {
     /// Workers are about to start: from now on a signal stops them instead of the process.
     pub fn building(&self) {
         self.building.store(true, Ordering::SeqCst);
+    }
+
+    /// The terminator to hand to a pool's builder (`PoolBuilder::terminator`): a signal
+    /// then stops the pool even while its workers are starting.
+    pub fn terminator(&self) -> &Terminator {
+        &self.starting
     }
 
     /// Hands over the running pool; if a signal came already, terminates it now.

@@ -406,7 +406,11 @@ impl<T: Task> PoolBuilder<T> {
 
     /// Sets an environment variable in every worker process this pool starts (say
     /// `OMP_NUM_THREADS=1`, so workers do not oversubscribe the CPUs); later calls add more.
-    pub fn env(mut self, key: impl Into<std::ffi::OsString>, value: impl Into<std::ffi::OsString>) -> Self {
+    pub fn env(
+        mut self,
+        key: impl Into<std::ffi::OsString>,
+        value: impl Into<std::ffi::OsString>,
+    ) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }

@@ -208,9 +208,10 @@ fn a_worker_frozen_at_start_is_replaced_and_the_pool_starts_anyway() -> Result<(
     let out = pool.map((0..40).map(|pos| Nap { pos, ms: 50 }))?;
     check(out.iter().map(|(p, _)| *p).eq(0..40), || format!("{out:?}"))?;
     let stats = pool.stats();
-    check(stats.spawn_failures >= 1 && stats.workers_started >= 3, || {
-        format!("the frozen worker was not replaced: {stats:?}")
-    })?;
+    check(
+        stats.spawn_failures >= 1 && stats.workers_started >= 3,
+        || format!("the frozen worker was not replaced: {stats:?}"),
+    )?;
     let pids: BTreeSet<u32> = out.iter().map(|(_, pid)| *pid).collect();
     check(pids.len() == 2, || {
         format!("jobs ran in {pids:?}: the replacement never took work")
@@ -227,7 +228,9 @@ fn workers_that_never_greet_make_the_pool_give_up_with_the_reason() -> Result<()
         .err()
         .ok_or("a pool of frozen workers started")?;
     let msg = err.to_string();
-    check(msg.contains("no worker became ready within 2s"), || msg.clone())?;
+    check(msg.contains("no worker became ready within 2s"), || {
+        msg.clone()
+    })?;
     check(msg.contains("was not ready within"), || msg.clone())?;
     Ok(())
 }
@@ -258,7 +261,10 @@ fn a_frozen_replacement_is_killed_at_its_ready_deadline() -> Result<(), Failed> 
     let out = out?;
     check(out.iter().map(|(p, _)| *p).eq(0..60), || format!("{out:?}"))?;
     check(pool.stats().spawn_failures >= 1, || {
-        format!("the frozen replacement was never replaced: {:?}", pool.stats())
+        format!(
+            "the frozen replacement was never replaced: {:?}",
+            pool.stats()
+        )
     })?;
     Ok(())
 }
@@ -279,7 +285,12 @@ fn a_kill_storm_loses_no_result() -> Result<(), Failed> {
                 if start.elapsed() > Duration::from_secs(20) {
                     break;
                 }
-                if let Some(&pid) = pool.pids().iter().rev().find(|p| **p != 0 && !killed.contains(*p)) {
+                if let Some(&pid) = pool
+                    .pids()
+                    .iter()
+                    .rev()
+                    .find(|p| **p != 0 && !killed.contains(*p))
+                {
                     kill(pid, libc::SIGKILL);
                     killed.insert(pid);
                 }
@@ -383,13 +394,17 @@ fn grandchildren_die_when_the_coordinator_is_killed() -> Result<(), Failed> {
 fn nested_pools_are_refused_but_a_process_child_may_run_one() -> Result<(), Failed> {
     let pool = quiet::<Nested>(1).build()?;
     let msg = pool.apply(Nested)?;
-    check(msg.contains("nested pools"), || format!("inside a task: {msg}"))?;
+    check(msg.contains("nested pools"), || {
+        format!("inside a task: {msg}")
+    })?;
     let queue = Queue::<Result<Vec<u64>, String>>::new()?;
     let mut child = Process::spawn(PoolInChild {
         out: queue.sender(),
     })?;
     let got = queue.get_timeout(Duration::from_secs(30))?;
-    check(got == Ok((0..6).collect()), || format!("the child's pool: {got:?}"))?;
+    check(got == Ok((0..6).collect()), || {
+        format!("the child's pool: {got:?}")
+    })?;
     let status = child.join()?;
     check(status.success(), || format!("child ended {status:?}"))?;
     Ok(())
@@ -416,7 +431,11 @@ fn main() {
             120,
             a_frozen_replacement_is_killed_at_its_ready_deadline,
         ),
-        watchdog("a_kill_storm_loses_no_result", 120, a_kill_storm_loses_no_result),
+        watchdog(
+            "a_kill_storm_loses_no_result",
+            120,
+            a_kill_storm_loses_no_result,
+        ),
         watchdog(
             "grandchildren_die_with_their_worker",
             180,
