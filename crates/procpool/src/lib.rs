@@ -95,6 +95,7 @@ pub use worker::Registry;
 /// shell is ignored with a warning. A worker removes the markers from its environment
 /// before serving, so programs its tasks start are ordinary processes.
 pub fn serve_if_worker(registry: Registry) {
+    worker::registry::remember(&registry);
     match os::env::detect() {
         os::env::Mode::Normal => {}
         os::env::Mode::Orphaned => std::process::exit(os::env::EXIT_ORPHANED),
@@ -105,6 +106,35 @@ pub fn serve_if_worker(registry: Registry) {
         }
     }
 }
+
+/// Makes process pools work inside `cargo test`, with one line per test binary (at the top
+/// level of any file of the test crate):
+///
+/// ```ignore
+/// procpool::test_support!(procpool::Registry::new().task::<MyTask>());
+/// ```
+///
+/// A process worker is its binary started again; in a test binary that means libtest's
+/// `main`, which would read the worker's `__worker` argument as a test-name filter, run
+/// nothing and exit. This macro serves workers *before* `main`, from a constructor (the
+/// [`ctor`](https://docs.rs/ctor) crate), and does nothing in the test run itself. Code in
+/// the constructor runs before the standard library's `main` set-up; the worker code it runs
+/// reads its arguments from `/proc/self/cmdline` where needed, and is tested this way in
+/// this crate (`tests/harness.rs`).
+#[macro_export]
+macro_rules! test_support {
+    ($registry:expr) => {
+        $crate::__ctor::declarative::ctor! {
+            #[ctor(unsafe)]
+            fn __procpool_test_support() {
+                $crate::serve_if_worker($registry);
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub use ctor as __ctor;
 
 /// MPI: rank 0 coordinates, ranks 1..N are the workers of [`Backend::Mpi`] pools.
 #[cfg(feature = "mpi")]

@@ -487,6 +487,12 @@ impl<T: Task> PoolBuilder<T> {
         } else {
             workers
         };
+        if self.backend != Backend::Thread && self.backend != Backend::Serial {
+            // Workers are this binary started again: it must be able to serve the task.
+            if let Some(why) = crate::worker::registry::check_registered(T::NAME) {
+                return Err(Error::Config(why));
+            }
+        }
         let ctx = match self.context {
             Some(ctx) => ctx,
             None => codec::decode::<T::Context>(&[]).map_err(|_| {

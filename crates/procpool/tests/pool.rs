@@ -742,7 +742,9 @@ fn unknown_task_is_refused_at_start_up() -> Result<(), Failed> {
         .unwrap_err();
     let msg = err.to_string();
     check(
-        msg.contains("no task or target named \"unregistered\""),
+        msg.contains(
+            "task \"unregistered\" is not in the Registry given to procpool::serve_if_worker",
+        ),
         || msg.clone(),
     )?;
     check(

@@ -71,7 +71,7 @@ fn detect_as(warn: bool) -> Mode {
     let Some(marker) = std::env::var_os(WORKER_ENV) else {
         return Mode::Normal;
     };
-    let arg_ok = std::env::args_os().nth(1).as_deref() == Some(WORKER_ARG.as_ref());
+    let arg_ok = first_argument().as_deref() == Some(WORKER_ARG.as_ref());
     let parent = std::env::var(PARENT_ENV)
         .ok()
         .and_then(|p| p.parse::<u32>().ok());
@@ -101,6 +101,19 @@ fn detect_as(warn: bool) -> Mode {
             .map_or(Duration::ZERO, Duration::from_micros),
         fault: std::env::var(FAULT_ENV).ok(),
     })
+}
+
+/// The first argument after the program name. Read from `/proc/self/cmdline` when the
+/// standard library has not captured the arguments yet (code that runs before `main`, as
+/// `test_support!` does).
+fn first_argument() -> Option<OsString> {
+    let mut args = std::env::args_os();
+    if args.next().is_some() {
+        return args.next();
+    }
+    let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
+    let arg = cmdline.split(|&b| b == 0).nth(1)?;
+    Some(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(arg).to_os_string())
 }
 
 /// Removes the worker markers from this process's environment, so that programs its tasks

@@ -12,7 +12,7 @@
 //! compiled twice, and the untimed one carries no clock reads at all.
 
 pub(crate) mod fault;
-mod registry;
+pub(crate) mod registry;
 pub(crate) mod runtime;
 
 pub use registry::Registry;

@@ -2,6 +2,38 @@
 
 use super::{Conn, WorkerError};
 use crate::task::{Target, Task};
+use std::sync::OnceLock;
+
+/// The names `serve_if_worker` was given in this process (when it was called).
+static REGISTERED: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+/// Remembers what this binary's workers can run, so a pool can refuse an unregistered
+/// task before starting any process.
+pub(crate) fn remember(registry: &Registry) {
+    let _ = REGISTERED.set(registry.names());
+}
+
+/// Why a process pool could not run task `name` here, if it could not: it is missing from
+/// the registry handed to `serve_if_worker`, or that was never called in this process.
+pub(crate) fn check_registered(name: &str) -> Option<String> {
+    match REGISTERED.get() {
+        Some(names) if names.contains(&name) => None,
+        Some(names) => Some(format!(
+            "task {name:?} is not in the Registry given to procpool::serve_if_worker \
+             (registered: {}); add .task::<...>() for it",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )),
+        None => Some(format!(
+            "procpool::serve_if_worker was never called in this process, so no worker could \
+             serve task {name:?}: call it first thing in main with a Registry that has the \
+             task (in a test binary, add procpool::test_support!(...) instead)"
+        )),
+    }
+}
 
 type ServeFn = fn(&mut Conn<'_>) -> Result<(), WorkerError>;
 type RunFn = fn(&[u8]) -> Result<(), String>;
