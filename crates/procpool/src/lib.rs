@@ -110,8 +110,18 @@ pub fn serve_if_worker(registry: Registry) {
 /// Makes process pools work inside `cargo test`, with one line per test binary (at the top
 /// level of any file of the test crate):
 ///
-/// ```ignore
-/// procpool::test_support!(procpool::Registry::new().task::<MyTask>());
+/// ```no_run
+/// # use procpool::{Registry, Task};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct MyTask;
+/// # impl Task for MyTask {
+/// #     const NAME: &'static str = "my-task";
+/// #     type Context = ();
+/// #     type Output = ();
+/// #     fn run(self, _: &()) {}
+/// # }
+/// procpool::test_support!(Registry::new().task::<MyTask>());
+/// # fn main() {}
 /// ```
 ///
 /// A process worker is its binary started again; in a test binary that means libtest's
