@@ -13,6 +13,12 @@ pub enum JobError {
     Panicked {
         /// The panic message (the payload when it was a string).
         message: String,
+        /// Where: `file:line:column` of the panic, when known.
+        location: Option<String>,
+        /// The backtrace, captured when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) asks for one.
+        backtrace: Option<String>,
+        /// The process that ran the task (the pool's own for thread and serial workers).
+        pid: u32,
     },
     /// The worker process running the job died, as often as the retry policy allows.
     WorkerDied {
@@ -51,7 +57,22 @@ pub enum JobError {
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JobError::Panicked { message } => write!(f, "task panicked: {message}"),
+            JobError::Panicked {
+                message,
+                location,
+                backtrace,
+                pid,
+            } => {
+                write!(f, "task panicked in pid {pid}")?;
+                if let Some(at) = location {
+                    write!(f, " at {at}")?;
+                }
+                write!(f, ": {message}")?;
+                if let Some(bt) = backtrace {
+                    write!(f, "\nbacktrace:\n{}", bt.trim_end())?;
+                }
+                Ok(())
+            }
             JobError::WorkerDied {
                 pid,
                 status,

@@ -521,8 +521,14 @@ impl<T: Task> PoolBuilder<T> {
                 drop(ctx);
                 Engine::Process(ProcessEngine::new(cfg, image)?)
             }
-            Backend::Thread => Engine::Thread(ThreadEngine::new(ctx, self.spin)),
-            Backend::Serial => Engine::Serial(SerialEngine::new(ctx)),
+            Backend::Thread => {
+                crate::task::install_panic_hook();
+                Engine::Thread(ThreadEngine::new(ctx, self.spin))
+            }
+            Backend::Serial => {
+                crate::task::install_panic_hook();
+                Engine::Serial(SerialEngine::new(ctx))
+            }
             #[cfg(feature = "mpi")]
             Backend::Mpi => {
                 if self.job_timeout.is_some() {

@@ -62,8 +62,14 @@ pub(crate) fn run_caught_untimed<T: Task>(
     IN_TASK.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| task.run(ctx)));
     IN_TASK.with(|t| t.set(false));
-    result.map_err(|payload| JobError::Panicked {
-        message: panic_message(payload.as_ref()),
+    result.map_err(|payload| {
+        let (location, backtrace) = CAUGHT.with(|c| c.take()).unwrap_or_default();
+        JobError::Panicked {
+            message: panic_message(payload.as_ref()),
+            location,
+            backtrace,
+            pid: std::process::id(),
+        }
     })
 }
 
@@ -71,6 +77,31 @@ thread_local! {
     /// Whether this thread is inside `Task::run` (where a panic is caught and becomes the
     /// job's error), for panic hooks that must tell such panics from fatal ones.
     pub(crate) static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last task panic on this thread happened, and its backtrace if asked for:
+    /// filled by the panic hook, taken by `run_caught`.
+    static CAUGHT: std::cell::RefCell<Option<(Option<String>, Option<String>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that records where a task panicked, and its
+/// backtrace when `RUST_BACKTRACE` asks for one, before the previous hook runs as usual.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(|t| t.get()) {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                let bt = std::backtrace::Backtrace::capture();
+                let backtrace = (bt.status() == std::backtrace::BacktraceStatus::Captured)
+                    .then(|| bt.to_string());
+                CAUGHT.with(|c| *c.borrow_mut() = Some((location, backtrace)));
+            }
+            previous(info);
+        }));
+    });
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.

@@ -408,11 +408,28 @@ fn panic_fails_only_that_job() -> Result<(), Failed> {
                     7,
                     Err(Error::Job {
                         pos: 7,
-                        error: JobError::Panicked { message },
+                        error:
+                            JobError::Panicked {
+                                message,
+                                location,
+                                pid,
+                                ..
+                            },
                     }),
                 ) => {
                     check(message == "job 7 panicked on purpose", || {
                         format!("message {message:?}")
+                    })?;
+                    // Where it panicked, and in which process.
+                    check(
+                        location
+                            .as_deref()
+                            .is_some_and(|l| l.contains("tests/pool.rs:")),
+                        || format!("{backend}: location {location:?}"),
+                    )?;
+                    let worker = backend == Backend::Process;
+                    check((*pid != std::process::id()) == worker, || {
+                        format!("{backend}: pid {pid}")
                     })?;
                 }
                 (7, other) => return Err(format!("{backend}: job 7 gave {other:?}").into()),
@@ -429,6 +446,29 @@ fn panic_fails_only_that_job() -> Result<(), Failed> {
         })?;
     }
     Ok(())
+}
+
+fn a_panic_carries_its_backtrace_when_asked() -> Result<(), Failed> {
+    let pool = quiet::<Trouble>(Backend::Process, 1)
+        .env("RUST_BACKTRACE", "1")
+        .build()?;
+    match pool.apply(Trouble::Panic(1)) {
+        Err(Error::Failed(JobError::Panicked { backtrace, .. })) => {
+            let bt = backtrace.ok_or("no backtrace with RUST_BACKTRACE=1")?;
+            check(bt.contains("run"), || format!("backtrace:\n{bt}"))?;
+        }
+        other => return Err(format!("apply gave {other:?}").into()),
+    }
+    // Without it, none is captured (capturing costs).
+    let pool = quiet::<Trouble>(Backend::Process, 1)
+        .env("RUST_BACKTRACE", "0")
+        .build()?;
+    match pool.apply(Trouble::Panic(2)) {
+        Err(Error::Failed(JobError::Panicked {
+            backtrace: None, ..
+        })) => Ok(()),
+        other => Err(format!("apply gave {other:?}").into()),
+    }
 }
 
 fn map_runs_every_job_and_returns_the_first_failure() -> Result<(), Failed> {
@@ -1058,6 +1098,11 @@ fn main() {
             context_is_sent_once_per_worker,
         ),
         watchdog("panic_fails_only_that_job", 60, panic_fails_only_that_job),
+        watchdog(
+            "a_panic_carries_its_backtrace_when_asked",
+            60,
+            a_panic_carries_its_backtrace_when_asked,
+        ),
         watchdog(
             "map_runs_every_job_and_returns_the_first_failure",
             60,

@@ -90,6 +90,7 @@ impl Mpi {
             return self;
         }
         install_abort_hook();
+        crate::task::install_panic_hook();
         let code = serve_worker(&self.world, registry);
         drop(self);
         std::process::exit(code);

@@ -293,7 +293,7 @@ mod tests {
                 compute_ns: ns,
                 outcome: match &out {
                     Some(b) => Outcome::Ok(b),
-                    None => Outcome::Err(JobError::Panicked { message: "x".into() }),
+                    None => Outcome::Err(JobError::Panicked { message: "x".into(), location: None, backtrace: None, pid: 1 }),
                 },
                 phases,
             };

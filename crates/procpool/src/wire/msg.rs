@@ -194,6 +194,9 @@ mod tests {
             compute_ns: 10,
             outcome: Outcome::Err(JobError::Panicked {
                 message: "boom".into(),
+                location: None,
+                backtrace: None,
+                pid: 7,
             }),
             phases: None,
         };

@@ -254,6 +254,7 @@ impl Drop for DeadlineWriter {
 pub(crate) fn worker_main(registry: &Registry, env: &WorkerEnv) -> i32 {
     IN_WORKER.store(true, Ordering::Relaxed);
     IN_POOL_WORKER.store(env.mode == "pool", Ordering::Relaxed);
+    crate::task::install_panic_hook();
     let parent = env.parent;
     // A busy worker does not read its socket, so end of input alone cannot tell it the
     // coordinator died; watching the parent pid does (Linux's parent-death signal would
