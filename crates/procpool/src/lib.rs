@@ -83,7 +83,7 @@ pub use pool::{
 };
 pub use process::{Process, Queue, QueueSender};
 pub use shared::SharedSlice;
-pub use task::{Target, Task};
+pub use task::{Target, Task, WorkerInfo};
 pub use worker::Registry;
 
 /// Call first thing in `main`: in a worker process this serves the coordinator with the

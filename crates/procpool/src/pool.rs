@@ -52,6 +52,41 @@ pub(crate) struct State<T: Task> {
     stop_driver: bool,
     /// Jobs carry their submission numbers (fault injection is on: tests).
     tags: bool,
+    /// Completion callbacks of async requests (`AsyncResult::then`), run by the driver
+    /// thread, outside the lock, once their request is complete.
+    callbacks: Vec<(u64, Callback<T::Output>)>,
+}
+
+/// What `AsyncResult::then` leaves with the pool: turns the request's results into the
+/// handle's value and hands it to the user's function.
+type Callback<O> = Box<dyn FnOnce(Vec<Item<O>>) + Send>;
+
+/// A callback whose request is complete, with the request's results.
+type ReadyCallback<O> = (Callback<O>, Vec<Item<O>>);
+
+impl<T: Task> State<T> {
+    /// Takes the callbacks whose requests are complete, with their results.
+    fn ready_callbacks(&mut self) -> Vec<ReadyCallback<T::Output>> {
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < self.callbacks.len() {
+            let req = self.callbacks[i].0;
+            if self.sup.is_complete(req) {
+                let (_, f) = self.callbacks.swap_remove(i);
+                let items = self.sup.take_collected(req).unwrap_or_default();
+                ready.push((f, items));
+            } else {
+                i += 1;
+            }
+        }
+        ready
+    }
+
+    fn callback_ready(&self) -> bool {
+        self.callbacks
+            .iter()
+            .any(|(req, _)| self.sup.is_complete(*req))
+    }
 }
 
 impl<T: Task> State<T> {
@@ -289,6 +324,7 @@ pub struct PoolBuilder<T: Task> {
     share_above: usize,
     terminator: Option<Terminator>,
     env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    max_tasks_per_child: Option<u64>,
 }
 
 impl<T: Task> Default for PoolBuilder<T> {
@@ -312,6 +348,7 @@ impl<T: Task> Default for PoolBuilder<T> {
             share_above: crate::context::SHARE_ABOVE,
             terminator: None,
             env: Vec::new(),
+            max_tasks_per_child: None,
         }
     }
 }
@@ -404,6 +441,13 @@ impl<T: Task> PoolBuilder<T> {
         self
     }
 
+    /// A worker runs at most `n` jobs, then exits and is replaced (Python's
+    /// `maxtasksperchild`): a bound on what a leaky task can accumulate in one process.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
     /// Sets an environment variable in every worker process this pool starts (say
     /// `OMP_NUM_THREADS=1`, so workers do not oversubscribe the CPUs); later calls add more.
     pub fn env(
@@ -475,6 +519,11 @@ impl<T: Task> PoolBuilder<T> {
         if self.window == Some(0) {
             return Err(Error::Config("window must be at least 1, got 0".into()));
         }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::Config(
+                "max_tasks_per_child must be at least 1, got 0".into(),
+            ));
+        }
         if self.max_frame < 4096 || self.max_frame > frame::MAX_FRAME_LIMIT {
             return Err(Error::Config(format!(
                 "max frame must be between 4096 and {} bytes, got {}",
@@ -493,7 +542,7 @@ impl<T: Task> PoolBuilder<T> {
                 return Err(Error::Config(why));
             }
         }
-        let ctx = match self.context {
+        let mut ctx = match self.context {
             Some(ctx) => ctx,
             None => codec::decode::<T::Context>(&[]).map_err(|_| {
                 Error::Config(format!(
@@ -523,10 +572,12 @@ impl<T: Task> PoolBuilder<T> {
             }
             Backend::Thread => {
                 crate::task::install_panic_hook();
+                init_shared::<T>(&mut ctx)?;
                 Engine::Thread(ThreadEngine::new(ctx, self.spin))
             }
             Backend::Serial => {
                 crate::task::install_panic_hook();
+                init_shared::<T>(&mut ctx)?;
                 Engine::Serial(SerialEngine::new(ctx))
             }
             #[cfg(feature = "mpi")]
@@ -566,6 +617,7 @@ impl<T: Task> PoolBuilder<T> {
                 ready_timeout: self.ready_timeout,
                 startup_timeout: self.startup_timeout,
                 stall_warning: self.stall_warning,
+                max_jobs_per_worker: self.max_tasks_per_child,
             },
             started,
         );
@@ -578,6 +630,7 @@ impl<T: Task> PoolBuilder<T> {
                 events: Vec::new(),
                 stop_driver: false,
                 tags: std::env::var_os(crate::os::env::FAULT_ENV).is_some(),
+                callbacks: Vec::new(),
             }),
             cond: Condvar::new(),
         });
@@ -748,10 +801,30 @@ impl<T: Task> Pool<T> {
     }
 
     /// Kills every worker now; unfinished jobs fail with [`JobError::Terminated`]; then
-    /// reaps them.
+    /// reaps them. Threads cannot be killed: on the thread backend it returns once the
+    /// jobs they were running have returned (as Python's thread pool does), or after a
+    /// grace period (2 s) for a job that does not return, which is then abandoned.
     pub fn terminate(&self) {
         self.shared.terminate_now();
         self.reap_all();
+        self.join_threads(SHUTDOWN_GRACE);
+    }
+
+    /// Joins the worker threads (thread backend) that finish within `grace`, outside the
+    /// pool's lock; the others are left to end on their own.
+    fn join_threads(&self, grace: Duration) {
+        let handles = self.shared.lock().engine.take_threads();
+        let deadline = Instant::now() + grace;
+        for h in handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                debug!("a worker thread still runs its job; leaving it to end on its own");
+            }
+        }
     }
 
     /// A handle that terminates this pool from another thread (a signal handler thread,
@@ -832,6 +905,7 @@ impl<T: Task> Pool<T> {
                         shared: Arc::clone(&self.shared),
                         req,
                         finish,
+                        handed_over: false,
                     })),
                     early: None,
                 }
@@ -856,12 +930,26 @@ impl<T: Task> Pool<T> {
                 loop {
                     g = shared
                         .cond
-                        .wait_while(g, |s| !s.stop_driver && !s.sup.async_busy())
+                        .wait_while(g, |s| {
+                            !s.stop_driver && !s.sup.async_busy() && !s.callback_ready()
+                        })
                         .unwrap_or_else(PoisonError::into_inner);
-                    if g.stop_driver {
+                    g = shared.drive(g, |s| {
+                        s.stop_driver || !s.sup.async_busy() || s.callback_ready()
+                    });
+                    // Completion callbacks run here, outside the pool's lock (they may use
+                    // the pool).
+                    let ready = g.ready_callbacks();
+                    if !ready.is_empty() {
+                        drop(g);
+                        for (f, items) in ready {
+                            f(items);
+                        }
+                        g = shared.lock();
+                    }
+                    if g.stop_driver && !g.callback_ready() {
                         return;
                     }
-                    g = shared.drive(g, |s| s.stop_driver || !s.sup.async_busy());
                 }
             })
             .ok();
@@ -905,6 +993,7 @@ impl<T: Task> Drop for Pool<T> {
         drop(g);
         self.stop_driver();
         self.reap_all();
+        self.join_threads(Duration::ZERO);
     }
 }
 
@@ -916,6 +1005,12 @@ impl<T: Task> std::fmt::Debug for Pool<T> {
             .field("workers", &self.workers)
             .finish()
     }
+}
+
+/// `Task::init` for a context all workers share (threads, inline): once per pool.
+fn init_shared<T: Task>(ctx: &mut T::Context) -> Result<(), Error> {
+    T::init(ctx, &crate::task::WorkerInfo::here(0))
+        .map_err(|e| Error::Spawn(format!("Task::init of task {:?} failed: {e}", T::NAME)))
 }
 
 fn into_result<O>(item: Item<O>) -> Result<O, Error> {
@@ -941,6 +1036,8 @@ struct Stream<'p, T: Task, I> {
     /// Results taken out of the pool in one go, not yet handed out: the pool's lock is
     /// taken once per batch of results, not once per result.
     ready: VecDeque<(u64, Item<T::Output>)>,
+    /// The input iterator panicked: resumed once every earlier result was handed out.
+    input_panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
@@ -964,6 +1061,7 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
             submitted: 0,
             taken: 0,
             ready: VecDeque::new(),
+            input_panic: None,
         }
     }
 
@@ -987,10 +1085,17 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
         }
         let mut fresh = Vec::new();
         for _ in 0..room {
-            match input.next() {
-                Some(job) => fresh.push(job),
-                None => {
+            // A panicking input stops the input, not the results already on their way:
+            // they come out first, then the panic goes on (as Python raises after them).
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.next())) {
+                Ok(Some(job)) => fresh.push(job),
+                Ok(None) => {
                     self.input = None;
+                    break;
+                }
+                Err(payload) => {
+                    self.input = None;
+                    self.input_panic = Some(payload);
                     break;
                 }
             }
@@ -1034,6 +1139,9 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
         }
         self.top_up(req);
         if self.input.is_none() && self.taken == self.submitted {
+            if let Some(payload) = self.input_panic.take() {
+                std::panic::resume_unwind(payload);
+            }
             return None;
         }
         let g = self.pool.shared.lock();
@@ -1107,15 +1215,29 @@ trait Source<V>: Send + Sync {
     fn ready(&self) -> bool;
     fn wait(&self, deadline: Option<Instant>) -> bool;
     fn take(&self) -> Result<V, Error>;
+    /// Leaves the request with the pool: `f` gets its value when it is complete.
+    fn on_complete(self: Box<Self>, f: Box<dyn FnOnce(Result<V, Error>) + Send>);
 }
 
 struct PoolSource<T: Task, V> {
     shared: Arc<Shared<T>>,
     req: u64,
     finish: Finish<T::Output, V>,
+    /// Handed to the pool with a callback: dropping the handle withdraws nothing.
+    handed_over: bool,
 }
 
-impl<T: Task, V> Source<V> for PoolSource<T, V> {
+impl<T: Task, V: 'static> Source<V> for PoolSource<T, V> {
+    fn on_complete(mut self: Box<Self>, f: Box<dyn FnOnce(Result<V, Error>) + Send>) {
+        self.handed_over = true;
+        let finish = self.finish;
+        let callback: Callback<T::Output> = Box::new(move |items| f(finish(items)));
+        let mut g = self.shared.lock();
+        g.callbacks.push((self.req, callback));
+        drop(g);
+        self.shared.cond.notify_all();
+    }
+
     fn ready(&self) -> bool {
         self.shared.lock().sup.is_complete(self.req)
     }
@@ -1148,6 +1270,9 @@ impl<T: Task, V> Source<V> for PoolSource<T, V> {
 
 impl<T: Task, V> Drop for PoolSource<T, V> {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         let mut g = self.shared.lock();
         g.sup.cancel(self.req);
         g.sup.finish(self.req);
@@ -1155,8 +1280,10 @@ impl<T: Task, V> Drop for PoolSource<T, V> {
 }
 
 /// The pending result of [`Pool::apply_async`] or [`Pool::map_async`] (Python's
-/// `AsyncResult`). Dropping it withdraws the jobs not yet started.
-#[must_use = "dropping an AsyncResult withdraws its jobs"]
+/// `AsyncResult`). Dropping it withdraws the jobs not yet started; [`AsyncResult::detach`]
+/// lets them run with nobody waiting, and [`AsyncResult::then`] hands the result to a
+/// function instead (Python's `callback` and `error_callback`).
+#[must_use = "dropping an AsyncResult withdraws its jobs (detach() lets them run)"]
 pub struct AsyncResult<V> {
     source: Option<Box<dyn Source<V>>>,
     early: Option<Result<V, Error>>,
@@ -1181,6 +1308,33 @@ impl<V> AsyncResult<V> {
             Some(s) => s.wait(Some(Instant::now() + timeout)),
             None => true,
         }
+    }
+
+    /// Hands the result, once it is here, to `f` (Python's `callback` and
+    /// `error_callback` in one), and returns at once. `f` runs on the pool's driver thread,
+    /// outside its lock (it may use the pool, but should be quick: it holds up the next
+    /// callback). Dropping the pool waits for the jobs, and so for the callbacks.
+    pub fn then(mut self, f: impl FnOnce(Result<V, Error>) + Send + 'static)
+    where
+        V: 'static,
+    {
+        if let Some(early) = self.early.take() {
+            f(early);
+            return;
+        }
+        match self.source.take() {
+            Some(source) => source.on_complete(Box::new(f)),
+            None => f(Err(Error::Closed)),
+        }
+    }
+
+    /// Lets the jobs run with nobody waiting for their result (fire and forget, like an
+    /// unused Python `AsyncResult`); failures are only counted in the pool's stats.
+    pub fn detach(self)
+    where
+        V: 'static,
+    {
+        self.then(|_| {});
     }
 
     /// Waits for the result and returns it.

@@ -33,6 +33,39 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Runs the job. A panic here becomes `JobError::Panicked` for this job only.
     fn run(self, ctx: &Self::Context) -> Self::Output;
+
+    /// Runs once in each worker process before its first job, with the context it received
+    /// (Python's `initializer`): the place to set up per-worker state in the context's
+    /// `#[serde(skip)]` fields — open a file, build an index, seed an RNG from `worker.id`.
+    /// An error stops the pool from starting, with its message.
+    ///
+    /// On the thread and serial backends all workers share one context, so `init` runs
+    /// once per pool there (with `worker.id` 0); per-thread state belongs in a
+    /// `thread_local!`.
+    fn init(ctx: &mut Self::Context, worker: &WorkerInfo) -> Result<(), String> {
+        let _ = (ctx, worker);
+        Ok(())
+    }
+}
+
+/// Which worker [`Task::init`] runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// A number unique to this worker within its pool (a replacement gets a new one).
+    pub id: u32,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl WorkerInfo {
+    /// The worker `id` of this process.
+    pub(crate) fn here(id: u32) -> WorkerInfo {
+        WorkerInfo {
+            id,
+            pid: std::process::id(),
+        }
+    }
 }
 
 /// The body of a [`Process`](crate::Process): a serializable value run once in a child.

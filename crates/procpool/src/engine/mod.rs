@@ -513,6 +513,14 @@ impl<T: Task> Engine<T> {
         }
     }
 
+    /// Threads to join once every worker is told to stop (thread backend).
+    pub(crate) fn take_threads(&mut self) -> Vec<std::thread::JoinHandle<()>> {
+        match self {
+            Engine::Thread(e) => e.take_handles(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Bytes of the context in shared memory (process backend).
     pub(crate) fn context_shared_bytes(&self) -> u64 {
         match self {

@@ -173,7 +173,8 @@ fn serve_worker(world: &SimpleCommunicator, registry: &Registry) -> i32 {
                 .ok()
                 .flatten()
         });
-        match worker::serve(registry, &mut input, &mut output, &worker::NoFds, fault) {
+        let id = u32::try_from(world.rank() - 1).unwrap_or(0);
+        match worker::serve(registry, &mut input, &mut output, &worker::NoFds, fault, id) {
             // A session ends with rank 0's BYE, which is the end of this input.
             Ok(()) | Err(worker::WorkerError::Abandoned) => {}
             Err(e) => {

@@ -125,6 +125,9 @@ struct ThreadWorker<T> {
     inbox: Arc<Inbox<T>>,
 }
 
+/// Worker threads started, to be joined once they stop.
+type Handles = Vec<std::thread::JoinHandle<()>>;
+
 /// Worker threads over per-thread inboxes and one event queue.
 pub(crate) struct ThreadEngine<T: Task> {
     ctx: Arc<T::Context>,
@@ -132,6 +135,7 @@ pub(crate) struct ThreadEngine<T: Task> {
     workers: Vec<ThreadWorker<T>>,
     events: Arc<Mutex<Vec<Event<T::Output>>>>,
     signal: Arc<EventQueue>,
+    handles: Handles,
 }
 
 impl<T: Task> ThreadEngine<T> {
@@ -142,6 +146,7 @@ impl<T: Task> ThreadEngine<T> {
             workers: Vec::new(),
             events: Arc::default(),
             signal: Arc::default(),
+            handles: Vec::new(),
         }
     }
 
@@ -170,7 +175,7 @@ impl<T: Task> ThreadEngine<T> {
             Arc::clone(&inbox),
         );
         let mut spinner = Spinner::new(self.spin);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("procpool-worker-{key}"))
             .spawn(move || {
                 let pid = std::process::id();
@@ -209,6 +214,7 @@ impl<T: Task> ThreadEngine<T> {
                 }
             })
             .map_err(|e| SpawnError::io("could not start a worker thread", &e))?;
+        self.handles.push(handle);
         self.workers.push(ThreadWorker { key, inbox });
         Ok(std::process::id())
     }
@@ -273,6 +279,12 @@ impl<T: Task> ThreadEngine<T> {
             },
         );
         back
+    }
+
+    /// The worker threads that have been started, for joining: a thread cannot be killed,
+    /// so `terminate` waits for the job a retired thread is still running.
+    pub(crate) fn take_handles(&mut self) -> Handles {
+        std::mem::take(&mut self.handles)
     }
 
     pub(crate) fn close(&mut self, key: WorkerKey) {

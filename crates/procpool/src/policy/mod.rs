@@ -135,6 +135,9 @@ pub(crate) struct Settings {
     pub startup_timeout: Duration,
     /// Report (once) a worker whose running job made no progress for this long.
     pub stall_warning: Duration,
+    /// A worker gets at most this many jobs, then exits and is replaced (Python's
+    /// `maxtasksperchild`).
+    pub max_jobs_per_worker: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,6 +534,33 @@ impl<P: Payload, O> Core<P, O> {
                 .saturating_mul(self.cfg.workers)
                 .saturating_mul(self.sizer.cap()),
         )
+    }
+
+    /// Jobs worker `s` may still be sent under the jobs-per-worker limit.
+    fn quota(&self, s: &Slot) -> usize {
+        match self.cfg.max_jobs_per_worker {
+            Some(max) => usize::try_from(max.saturating_sub(s.sent)).unwrap_or(usize::MAX),
+            None => usize::MAX,
+        }
+    }
+
+    /// Asks workers that got their last job under the jobs-per-worker limit, and finished
+    /// it, to exit (a replacement starts at once).
+    fn retire_spent(&mut self) {
+        let Some(max) = self.cfg.max_jobs_per_worker else {
+            return;
+        };
+        for s in &mut self.slots {
+            if s.sent >= max && s.held == 0 && !s.closing && !s.killed {
+                debug!(
+                    worker = s.index,
+                    pid = s.pid,
+                    "worker ran its {max} jobs; replacing it"
+                );
+                s.closing = true;
+                self.commands.push(Command::Close { worker: s.key });
+            }
+        }
     }
 
     /// Most unfinished jobs one worker may hold now.
@@ -1013,6 +1043,7 @@ impl<P: Payload, O> Core<P, O> {
             }
         }
         self.life.check_startup(now);
+        self.retire_spent();
         self.replenish(now);
         self.check_fatal();
         self.dispatch(now);
@@ -1036,7 +1067,9 @@ impl<P: Payload, O> Core<P, O> {
                 }
             }
         }
-        if self.slots.len() < self.cfg.workers && self.wants_workers() {
+        if self.slots.iter().filter(|s| !s.closing).count() < self.cfg.workers
+            && self.wants_workers()
+        {
             if let Some(t) = self.life.next_spawn() {
                 at = at.min(t);
             }
@@ -1059,9 +1092,11 @@ impl<P: Payload, O> Core<P, O> {
     /// Starts replacements for missing workers, as the lifecycle policy allows.
     fn replenish(&mut self, now: Instant) {
         let wanted = self.wants_workers();
-        while wanted && self.slots.len() < self.cfg.workers && self.life.may_spawn(now) {
+        // A worker asked to exit (its job limit reached) is replaced at once.
+        let active = |slots: &[Slot]| slots.iter().filter(|s| !s.closing).count();
+        while wanted && active(&self.slots) < self.cfg.workers && self.life.may_spawn(now) {
             let index = (0..self.cfg.workers)
-                .find(|i| !self.slots.iter().any(|s| s.index == *i))
+                .find(|i| !self.slots.iter().any(|s| s.index == *i && !s.closing))
                 .unwrap_or(0);
             self.spawn(index, now);
         }
@@ -1078,7 +1113,7 @@ impl<P: Payload, O> Core<P, O> {
                 break;
             }
             let s = &self.slots[si];
-            if !s.takes_work() || s.held > 0 {
+            if !s.takes_work() || s.held > 0 || self.quota(s) == 0 {
                 continue;
             }
             if let Some(q) = self.suspects.pop_front() {
@@ -1105,7 +1140,7 @@ impl<P: Payload, O> Core<P, O> {
                 if !s.takes_work() {
                     continue;
                 }
-                let room = cap.saturating_sub(s.held);
+                let room = cap.saturating_sub(s.held).min(self.quota(s));
                 if room == 0 {
                     continue;
                 }
@@ -1126,6 +1161,7 @@ impl<P: Payload, O> Core<P, O> {
             slot.progress = now;
         }
         slot.held += jobs.len();
+        slot.sent += jobs.len() as u64;
         slot.chunks.push_back(id);
         let (key, index, pid) = (slot.key, slot.index, slot.pid);
         let mut metas = Vec::with_capacity(jobs.len());
@@ -1170,7 +1206,11 @@ impl<P: Payload, O> Core<P, O> {
         let cap = self.cap();
         if after_tick && !self.pending.is_empty() {
             // No stall: jobs wait only when no worker can take one.
-            if let Some(s) = self.slots.iter().find(|s| s.takes_work() && s.held < cap) {
+            if let Some(s) = self
+                .slots
+                .iter()
+                .find(|s| s.takes_work() && s.held < cap && self.quota(s) > 0)
+            {
                 return Err(format!(
                     "{} jobs pending while worker {} holds {} of {cap}",
                     self.pending.len(),
@@ -1213,12 +1253,14 @@ impl<P: Payload, O> Core<P, O> {
                 self.slots.iter().map(|s| s.chunks.len()).sum::<usize>()
             ));
         }
-        if self.slots.len() > self.cfg.workers {
-            return Err(format!(
-                "{} workers for {} slots",
-                self.slots.len(),
-                self.cfg.workers
-            ));
+        let active = self.slots.iter().filter(|s| !s.closing).count();
+        if active > self.cfg.workers {
+            return Err(format!("{active} workers for {} slots", self.cfg.workers));
+        }
+        if let Some(max) = self.cfg.max_jobs_per_worker {
+            if let Some(s) = self.slots.iter().find(|s| s.sent > max) {
+                return Err(format!("worker {} got {} jobs, limit {max}", s.key, s.sent));
+            }
         }
         Ok(())
     }

@@ -61,6 +61,8 @@ struct World {
     freeze_budget: u32,
     requests: usize,
     max_jobs: u64,
+    /// A worker's job limit (Python's maxtasksperchild).
+    max_jobs_per_worker: Option<u64>,
 }
 
 impl World {
@@ -103,6 +105,7 @@ impl World {
             freeze_budget: rng.random_range(0..=3),
             requests: rng.random_range(1..=4),
             max_jobs: rng.random_range(1..=300),
+            max_jobs_per_worker: rng.random_bool(0.2).then(|| rng.random_range(1..=20)),
         }
     }
 }
@@ -122,6 +125,8 @@ struct SimWorker {
     state: WState,
     /// Jobs received, not started: (chunk, index in chunk, job).
     inbox: VecDeque<(ChunkId, usize, Job)>,
+    /// Jobs it was ever sent.
+    received: u64,
     /// Running: (chunk, index, job, ends at).
     running: Option<(ChunkId, usize, Job, Duration)>,
     /// Computed, not yet sent.
@@ -197,6 +202,7 @@ impl Sim {
             ready_timeout: Duration::from_millis(500),
             startup_timeout: Duration::from_secs(3600),
             stall_warning: Duration::from_secs(60),
+            max_jobs_per_worker: world.max_jobs_per_worker,
         };
         let core = Core::new(cfg, t0);
         let mut next_id = 0;
@@ -315,6 +321,7 @@ impl Sim {
                                 pid,
                                 state: WState::Starting { ready_at, frozen },
                                 inbox: VecDeque::new(),
+                                received: 0,
                                 running: None,
                                 outbox: Vec::new(),
                                 flush_at: None,
@@ -342,6 +349,15 @@ impl Sim {
                             return Err(format!(
                                 "chunk sent to worker {worker} before it was ready"
                             ));
+                        }
+                        w.received += jobs.len() as u64;
+                        if let Some(max) = self.world.max_jobs_per_worker {
+                            if w.received > max {
+                                return Err(format!(
+                                    "worker {worker} was sent {} jobs, limit {max}",
+                                    w.received
+                                ));
+                            }
                         }
                         for (i, j) in jobs.into_iter().enumerate() {
                             w.inbox.push_back((chunk, i, j));

@@ -63,6 +63,8 @@ pub(crate) struct Slot {
     pub chunks: std::collections::VecDeque<u64>,
     /// Unfinished jobs it holds.
     pub held: usize,
+    /// Jobs ever sent to it (for a limit of jobs per worker).
+    pub sent: u64,
     /// When it last made progress (a result), or started holding work.
     pub progress: Instant,
     /// Asked to finish: takes no new work.
@@ -93,6 +95,7 @@ impl Slot {
             deadline: now + ready_timeout,
             chunks: Default::default(),
             held: 0,
+            sent: 0,
             progress: now,
             closing: false,
             killed: false,

@@ -205,6 +205,8 @@ pub(crate) struct Conn<'a> {
     max_frame: u32,
     flags: u32,
     scratch: Vec<u8>,
+    /// This worker's id within its pool (for `Task::init`).
+    id: u32,
 }
 
 impl Conn<'_> {
@@ -260,8 +262,10 @@ pub(crate) fn serve(
     output: &mut dyn Output,
     fds: &dyn FdSource,
     fault: Option<Fault>,
+    id: u32,
 ) -> Result<(), WorkerError> {
     let mut conn = Conn {
+        id,
         reader: FrameReader::new(frame::DEFAULT_MAX_FRAME),
         input,
         output,
@@ -378,7 +382,14 @@ pub(crate) fn serve_task<T: Task>(conn: &mut Conn<'_>) -> Result<(), WorkerError
         Ok(other) => Err(format!("expected a context, got {}", describe(&other))),
         Err(e) => Err(format!("undecodable context frame: {e}")),
     };
-    let ctx = ctx.map_err(|e| conn.refuse(e))?;
+    let mut ctx = ctx.map_err(|e| conn.refuse(e))?;
+    if let Err(e) = T::init(&mut ctx, &crate::task::WorkerInfo::here(conn.id)) {
+        return Err(conn.refuse(format!(
+            "Task::init of task {:?} failed in worker pid {}: {e}",
+            T::NAME,
+            std::process::id()
+        )));
+    }
     conn.send(&Up::Ready)?;
     if conn.flags & FLAG_PHASES != 0 {
         run_jobs::<T, true>(conn, &ctx)
@@ -567,7 +578,8 @@ pub(crate) fn serve_in_memory(
     mut input: &[u8],
 ) -> (Vec<u8>, Result<(), String>) {
     let mut output = MemOutput::default();
-    let result = serve(registry, &mut input, &mut output, &NoFds, None).map_err(|e| e.to_string());
+    let result =
+        serve(registry, &mut input, &mut output, &NoFds, None, 0).map_err(|e| e.to_string());
     (output.bytes, result)
 }
 
@@ -655,7 +667,7 @@ mod tests {
 
     fn run(input: &[u8]) -> (Vec<Reply>, Result<(), WorkerError>) {
         let mut out = MemOutput::default();
-        let r = serve(&registry(), &mut &input[..], &mut out, &NoFds, None);
+        let r = serve(&registry(), &mut &input[..], &mut out, &NoFds, None, 0);
         (replies(&out.bytes), r)
     }
 
@@ -714,7 +726,7 @@ mod tests {
             Down::Bye,
         ]);
         let mut out = MemOutput::default();
-        serve(&registry(), &mut &input[..], &mut out, &NoFds, None).unwrap();
+        serve(&registry(), &mut &input[..], &mut out, &NoFds, None, 0).unwrap();
         let mut r = FrameReader::new(frame::DEFAULT_MAX_FRAME);
         r.push(&out.bytes);
         let mut frames = 0;
@@ -814,7 +826,7 @@ mod tests {
                 Down::Bye,
             ]);
             let mut out = MemOutput::default();
-            serve(&registry(), &mut &input[..], &mut out, &NoFds, None).unwrap();
+            serve(&registry(), &mut &input[..], &mut out, &NoFds, None, 0).unwrap();
             let mut r = FrameReader::new(frame::DEFAULT_MAX_FRAME);
             r.push(&out.bytes);
             let mut phases = None;

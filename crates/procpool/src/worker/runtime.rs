@@ -309,7 +309,14 @@ pub(crate) fn worker_main(registry: &Registry, env: &WorkerEnv) -> i32 {
         },
         None => None,
     };
-    match super::serve(registry, &mut input, &mut output, &*fds, fault) {
+    match super::serve(
+        registry,
+        &mut input,
+        &mut output,
+        &*fds,
+        fault,
+        env.key.unwrap_or(0),
+    ) {
         Ok(()) => 0,
         Err(super::WorkerError::Abandoned) => {
             // The coordinator is gone without a goodbye: nobody will reap us or kill our
