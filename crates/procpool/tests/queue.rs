@@ -744,10 +744,12 @@ fn child_put_after_close() -> Result<(), Failed> {
     check(e.contains("close() was called on this handle"), || {
         e.clone()
     })?;
-    check(
-        e.contains(&format!("{:?}", q.sender()).split('"').nth(1).unwrap_or("?")),
-        || format!("the error does not name the queue: {e}"),
-    )?;
+    // The queue's name is in its Debug form: `Queue { name: "...", .. }`.
+    let debug = format!("{q:?}");
+    let name = debug.split('"').nth(1).unwrap_or("no name");
+    check(e.contains(name), || {
+        format!("the error does not name the queue {name:?}: {e}")
+    })?;
     join_ok(&mut p)?;
     check(q.get()? == 10 && q.try_get().is_none(), || "values".into())
 }
@@ -785,8 +787,11 @@ fn misuse_is_refused_clearly() -> Result<(), Failed> {
 
 // ----- harness -----------------------------------------------------------------------------
 
+/// One test: `Ok`, or a failure that says what went wrong.
+type TestFn = fn() -> Result<(), Failed>;
+
 /// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
-fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
+fn watchdog(name: &'static str, secs: u64, f: TestFn) -> Trial {
     Trial::test(name, move || {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -809,7 +814,7 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 fn main() {
     procpool::serve_if_worker(registry());
     let args = Arguments::from_args();
-    let tests: [(&'static str, fn() -> Result<(), Failed>); 15] = [
+    let tests: [(&'static str, TestFn); 15] = [
         ("test_put", test_put),
         ("test_get", test_get),
         ("test_fork", test_fork),
