@@ -81,6 +81,7 @@ pub use policy::stats::{
 pub use pool::{
     AsyncResult, Imap, ImapUnordered, MAX_WORKERS, Pool, PoolBuilder, Tagged, Terminator,
 };
+pub use process::{JoinableQueue, QueueReceiver};
 pub use process::{Process, Queue, QueueSender};
 pub use shared::SharedSlice;
 pub use task::{Target, Task, WorkerInfo};

@@ -186,6 +186,41 @@ fn queue() {
 }
 
 #[test]
+fn queue_workers() {
+    let r = run("queue_workers");
+    r.check(
+        r.line("join returned with")
+            .contains("with 12 of 12 results in"),
+        "join returned before every task_done",
+    );
+    let counts = list_after(r.line("taken per child:"), "child:");
+    r.check(
+        counts.len() <= 3 && counts.iter().sum::<u64>() == 12,
+        "the children's counts do not add up to 12",
+    );
+    r.check(
+        r.line("each number once:").ends_with("true"),
+        "a number was lost or taken twice",
+    );
+    let collatz = |mut n: u64| {
+        let mut steps = 0;
+        while n != 1 {
+            n = if n.is_multiple_of(2) {
+                n / 2
+            } else {
+                3 * n + 1
+            };
+            steps += 1;
+        }
+        steps
+    };
+    r.check(
+        list_after(r.line("steps:"), "steps:") == (1..=12).map(collatz).collect::<Vec<u64>>(),
+        "wrong Collatz steps",
+    );
+}
+
+#[test]
 fn pool_map() {
     let r = run("pool_map");
     let parent = number_after(r.line("parent pid"), "parent pid");
