@@ -68,8 +68,10 @@ impl ContextImage {
     /// Encodes `ctx`; shares it when its encoding (bodies and buffers) is over
     /// `share_above` bytes.
     pub(crate) fn build<C: Serialize>(ctx: &C, share_above: usize) -> Result<ContextImage, Error> {
-        let encode_error =
-            |e: codec::CodecError| Error::Config(format!("could not encode the context: {e}"));
+        let encode_error = |source: codec::CodecError| Error::Codec {
+            what: "the context".into(),
+            source,
+        };
         let (body, bufs) = codec::encode_shared(ctx).map_err(encode_error)?;
         let total = bufs
             .iter()

@@ -115,9 +115,41 @@ pub enum Error {
     /// A builder setting or call argument is out of range; the message names the value.
     #[error("invalid setting: {0}")]
     Config(String),
-    /// A worker could not be started, or failed before it was ready.
-    #[error("could not start worker: {0}")]
-    Spawn(String),
+    /// No worker could be started, or the pool gave up starting them; `reason` says why
+    /// (the failures it saw), `source` is the operating system's error when there was one.
+    #[error("could not start workers: {reason}")]
+    Spawn {
+        /// Why, in words.
+        reason: String,
+        /// The system error behind it, if any (say `EAGAIN` from fork).
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// A value could not be encoded for a worker (a context, a process target, a queued
+    /// value); `what` names it.
+    #[error("could not encode {what}: {source}")]
+    Codec {
+        /// What was being encoded.
+        what: String,
+        /// What the codec said.
+        #[source]
+        source: crate::wire::codec::CodecError,
+    },
+    /// A put on a queue through a handle (or the queue) after its `close()`.
+    #[error("queue {queue:?} is closed: close() was called on this handle")]
+    QueueClosed {
+        /// The queue's name.
+        queue: String,
+    },
+    /// A queue handle whose queue is gone: its owner dropped it or exited.
+    #[error("queue {queue:?} is gone: its owner dropped it or exited")]
+    QueueGone {
+        /// The queue's name.
+        queue: String,
+        /// How talking to it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// The job of an `apply` or `apply_async` failed, and why.
     #[error("the job failed: {0}")]
     Failed(JobError),
@@ -156,6 +188,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A start-up failure, without a system error behind it.
+    pub(crate) fn spawn(reason: impl Into<String>) -> Error {
+        Error::Spawn {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
     /// Wraps an I/O error with what we were doing when it happened.
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {

@@ -34,6 +34,7 @@
 //! its jobs re-dispatched up to a retry limit; dropping a pool reaps every child.
 
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(not(unix))]
@@ -85,6 +86,7 @@ pub use process::{JoinableQueue, QueueReceiver};
 pub use process::{Process, Queue, QueueSender};
 pub use shared::SharedSlice;
 pub use task::{Target, Task, WorkerInfo};
+pub use wire::codec::CodecError;
 pub use worker::Registry;
 
 /// Call first thing in `main`: in a worker process this serves the coordinator with the

@@ -119,6 +119,7 @@ impl<T: Task> State<T> {
                                 worker,
                                 message: e.message,
                                 transient: e.transient,
+                                os_error: e.os_error,
                             },
                         };
                         self.sup.handle(event, now);
@@ -589,8 +590,10 @@ impl<T: Task> PoolBuilder<T> {
                             .into(),
                     ));
                 }
-                let bytes = codec::encode(&ctx)
-                    .map_err(|e| Error::Config(format!("could not encode the context: {e}")))?;
+                let bytes = codec::encode(&ctx).map_err(|source| Error::Codec {
+                    what: format!("the context of task {:?}", T::NAME),
+                    source,
+                })?;
                 let engine = crate::engine::mpi::MpiEngine::new(&cfg, &bytes)?;
                 let ranks = engine.ranks();
                 if self.workers.is_some_and(|w| w != ranks) {
@@ -1010,7 +1013,7 @@ impl<T: Task> std::fmt::Debug for Pool<T> {
 /// `Task::init` for a context all workers share (threads, inline): once per pool.
 fn init_shared<T: Task>(ctx: &mut T::Context) -> Result<(), Error> {
     T::init(ctx, &crate::task::WorkerInfo::here(0))
-        .map_err(|e| Error::Spawn(format!("Task::init of task {:?} failed: {e}", T::NAME)))
+        .map_err(|e| Error::spawn(format!("Task::init of task {:?} failed: {e}", T::NAME)))
 }
 
 fn into_result<O>(item: Item<O>) -> Result<O, Error> {
@@ -1370,5 +1373,43 @@ impl<V> std::fmt::Debug for AsyncResult<V> {
         f.debug_struct("AsyncResult")
             .field("ready", &self.ready())
             .finish()
+    }
+}
+
+impl<T: Task, I> std::fmt::Debug for Stream<'_, T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("task", &T::NAME)
+            .field("submitted", &self.submitted)
+            .field("taken", &self.taken)
+            .field("input_done", &self.input.is_none())
+            .finish()
+    }
+}
+
+impl<T: Task> std::fmt::Debug for PoolBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("task", &T::NAME)
+            .field("workers", &self.workers)
+            .field("backend", &self.backend)
+            .field("chunk", &self.chunk)
+            .field("retries", &self.retries)
+            .field("job_timeout", &self.job_timeout)
+            .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("has_context", &self.context.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Task, I> std::fmt::Debug for Imap<'_, T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Imap").field(&self.inner).finish()
+    }
+}
+
+impl<T: Task, I> std::fmt::Debug for ImapUnordered<'_, T, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ImapUnordered").field(&self.inner).finish()
     }
 }

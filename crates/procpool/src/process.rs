@@ -50,11 +50,17 @@ impl Process {
         if crate::worker::runtime::in_pool_worker() {
             return Err(Error::InsideWorker);
         }
-        let payload = codec::encode(&target)
-            .map_err(|e| Error::Config(format!("could not encode target {:?}: {e}", T::NAME)))?;
+        let payload = codec::encode(&target).map_err(|source| Error::Codec {
+            what: format!("process target {:?}", T::NAME),
+            source,
+        })?;
         let (child, mut sock) =
-            ChildProc::spawn("process", None, Duration::ZERO, ChildOutput::Inherit, &[])
-                .map_err(|e| Error::Spawn(format!("could not start a process: {e}")))?;
+            ChildProc::spawn("process", None, Duration::ZERO, ChildOutput::Inherit, &[]).map_err(
+                |e| Error::Spawn {
+                    reason: format!("could not start a process: {e}"),
+                    source: Some(e),
+                },
+            )?;
         let pid = child.pid();
         let mut out = Vec::new();
         let max = frame::DEFAULT_MAX_FRAME;
@@ -101,7 +107,7 @@ impl Process {
             Ok(Err(reason)) => {
                 let status = process.child.reap(Duration::from_millis(200));
                 let how = status.map_or_else(|| "did not exit".into(), describe_status);
-                Err(Error::Spawn(match reason {
+                Err(Error::spawn(match reason {
                     Some(r) => format!("process pid {pid} refused target {:?}: {r}", T::NAME),
                     None => format!(
                         "process pid {pid} {how} before taking target {:?} (did main call \
@@ -113,7 +119,7 @@ impl Process {
             Err(e) => {
                 let status = process.child.reap(Duration::from_millis(200));
                 let how = status.map_or_else(|| "did not exit".into(), describe_status);
-                Err(Error::Spawn(format!(
+                Err(Error::spawn(format!(
                     "process pid {pid} {how} before taking its target: {e}"
                 )))
             }
@@ -529,21 +535,17 @@ fn serve_requests(shared: &Shared, conn: &UnixStream) -> Result<(), String> {
 
 /// The error of a put through a handle (or the queue) after its `close()`.
 fn closed_error(name: &str) -> Error {
-    Error::io(
-        format!("could not put on queue {name:?}"),
-        io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "close() was called on this handle",
-        ),
-    )
+    Error::QueueClosed {
+        queue: name.to_owned(),
+    }
 }
 
 /// The error of a handle whose queue is gone (dropped, or its owner exited).
 fn gone_error(name: &str, source: io::Error) -> Error {
-    Error::io(
-        format!("queue {name:?} is gone (its owner dropped it or exited)"),
+    Error::QueueGone {
+        queue: name.to_owned(),
         source,
-    )
+    }
 }
 
 fn not_joinable_error(name: &str) -> Error {
@@ -572,7 +574,10 @@ fn check_maxsize(maxsize: usize) -> Result<(), Error> {
 }
 
 fn encode_error(name: &str, e: impl std::fmt::Display) -> Error {
-    Error::Config(format!("could not encode a value for queue {name:?}: {e}"))
+    Error::Codec {
+        what: format!("a value for queue {name:?}"),
+        source: crate::wire::codec::CodecError(e.to_string()),
+    }
 }
 
 /// A multi-producer, multi-consumer FIFO queue that any process may put into and get from

@@ -701,7 +701,7 @@ fn killed_consumer_loses_no_value() -> Result<(), Failed> {
 /// Handles of a dropped queue fail with an error that says the queue is gone, here and
 /// in a child that was waiting on it.
 fn handle_of_a_dropped_queue() -> Result<(), Failed> {
-    let gone = |s: &str| s.contains("is gone (its owner dropped it or exited)");
+    let gone = |s: &str| s.contains("is gone: its owner dropped it or exited");
 
     let q = Queue::<u64>::new()?;
     let (tx, rx) = (q.sender(), q.receiver());

@@ -85,6 +85,8 @@ pub(crate) struct SpawnError {
     pub message: String,
     /// Worth retrying later (out of processes, memory or descriptors for now).
     pub transient: bool,
+    /// The system error number behind it, if any.
+    pub os_error: Option<i32>,
 }
 
 impl SpawnError {
@@ -92,6 +94,7 @@ impl SpawnError {
         SpawnError {
             message: format!("{what}: {e}"),
             transient: crate::policy::transient_spawn_error(e),
+            os_error: e.raw_os_error(),
         }
     }
 }

@@ -121,6 +121,7 @@ impl<T: Task> ProcessEngine<T> {
             frame::write_frame(&mut out, msg, self.cfg.max_frame).map_err(|e| SpawnError {
                 message: format!("could not encode the greeting: {e}"),
                 transient: false,
+                os_error: None,
             })?;
         }
         let pid = child.pid();

@@ -84,6 +84,8 @@ pub(crate) enum Event<O> {
         worker: WorkerKey,
         message: String,
         transient: bool,
+        /// The system error number, when the failure was one.
+        os_error: Option<i32>,
     },
     /// The worker greeted us with our protocol.
     Hello { worker: WorkerKey, pid: u32 },
@@ -331,7 +333,13 @@ impl<P: Payload, O> Core<P, O> {
     /// Why new requests are refused, if they are.
     pub(crate) fn refusal(&self) -> Option<Error> {
         if let Some(reason) = &self.life.fatal {
-            return Some(Error::Spawn(reason.clone()));
+            return Some(Error::Spawn {
+                reason: reason.clone(),
+                source: self
+                    .life
+                    .last_os_error
+                    .map(std::io::Error::from_raw_os_error),
+            });
         }
         match self.phase {
             Phase::Running => None,
@@ -611,7 +619,9 @@ impl<P: Payload, O> Core<P, O> {
                 worker,
                 message,
                 transient,
+                os_error,
             } => {
+                self.life.last_os_error = os_error.or(self.life.last_os_error);
                 let Some(i) = self.slots.iter().position(|s| s.key == worker) else {
                     return;
                 };

@@ -300,6 +300,7 @@ impl Sim {
                                     worker,
                                     message: "EAGAIN".into(),
                                     transient: true,
+                                    os_error: Some(libc::EAGAIN),
                                 },
                                 now,
                             );

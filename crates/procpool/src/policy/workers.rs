@@ -153,6 +153,8 @@ pub(crate) struct Lifecycle {
     pub reasons: Vec<String>,
     /// Why the pool gave up, once it has.
     pub fatal: Option<String>,
+    /// The system error number of the last failed spawn, if one failed that way.
+    pub last_os_error: Option<i32>,
 }
 
 impl Lifecycle {
@@ -167,6 +169,7 @@ impl Lifecycle {
             startup_timeout,
             reasons: Vec::new(),
             fatal: None,
+            last_os_error: None,
         }
     }
 
