@@ -29,9 +29,93 @@
 //! }
 //! ```
 //!
-//! Faults do not hang: a panicking task fails only its job; a worker that dies is
-//! reported (pid, signal by name, the jobs it held, its last stderr lines), replaced, and
-//! its jobs re-dispatched up to a retry limit; dropping a pool reaps every child.
+//! Faults do not hang: a panicking task fails only its job (with its message, location,
+//! pid and — with `RUST_BACKTRACE` — backtrace); a worker that dies is reported (pid, signal
+//! by name, the jobs it held, its last stderr lines), replaced, and its jobs re-dispatched up
+//! to a retry limit; dropping a pool reaps every child, and the programs its tasks started.
+//!
+//! # Processes or threads?
+//!
+//! In Rust, threads are the default: no serialization, shared memory, and a round trip of
+//! a couple of microseconds. A process pool buys **isolation**, at a price measured in
+//! `BENCHMARKS.md` (2-core VM): starting a worker costs about a millisecond, a job's round
+//! trip about 10 µs instead of 2, and every job and result is encoded. Choose processes
+//! when isolation is what you need:
+//! - a task can crash its process (an abort, a segfault in a C library, the OOM killer, a
+//!   `process::exit`): with processes only that job fails, and the worker is replaced;
+//! - a job must be stoppable: `job_timeout` kills the worker; a thread cannot be killed;
+//! - a library is not thread-safe, keeps global state, or leaks: each worker has its own,
+//!   and `max_tasks_per_child` recycles workers;
+//! - you are teaching, or measuring, what isolation costs: the same pool runs on
+//!   [`Backend::Thread`] and [`Backend::Serial`], bit for bit.
+//!
+//! Jobs of about a millisecond and up run within a few percent of threads on processes;
+//! below ~10 µs per job, the per-job cost dominates (automatic chunking sends many jobs
+//! per message to amortize it).
+//!
+//! # What a task must be
+//!
+//! - **Serializable**: a [`Task`] is a serde value (its input), and so are its `Output` and
+//!   its `Context` (data every worker gets once, Python's `initargs`). Large numeric arrays
+//!   in a context should be [`SharedSlice`]s: they are shared, not copied, with every worker.
+//! - **Registered**: workers are this binary started again, and find the code by the
+//!   task's `NAME` in the [`Registry`] that `main` hands to [`serve_if_worker`] *first
+//!   thing*. A pool refuses, before starting anything, a task the registry lacks. No
+//!   function pointers cross processes. Several kinds of work in one pool: make the task an
+//!   enum whose `run` matches on its variants (the `several_tasks` example).
+//! - **Idempotent**: a job whose worker dies may run again (on another worker), so a task
+//!   should not have effects that must happen exactly once. Results are delivered exactly
+//!   once.
+//!
+//! Per-worker state (an open file, an index, a seeded RNG) goes in `#[serde(skip)]` fields
+//! of the context, set up by [`Task::init`], which runs once in each worker.
+//!
+//! # Testing
+//!
+//! A process pool inside `cargo test` needs one line per test binary, because the worker
+//! is the test binary started again: [`test_support!`] serves workers before libtest's
+//! `main` runs. See `tests/harness.rs` in this crate.
+//!
+//! ```no_run
+//! # use procpool::{Registry, Task};
+//! # #[derive(serde::Serialize, serde::Deserialize)]
+//! # struct Cube(i64);
+//! # impl Task for Cube {
+//! #     const NAME: &'static str = "cube";
+//! #     type Context = ();
+//! #     type Output = i64;
+//! #     fn run(self, _: &()) -> i64 { self.0.pow(3) }
+//! # }
+//! procpool::test_support!(Registry::new().task::<Cube>());
+//!
+//! #[test]
+//! fn cubes_in_worker_processes() {
+//!     let pool = procpool::Pool::<Cube>::new(2).unwrap();
+//!     assert_eq!(pool.map((1..=3).map(Cube)).unwrap(), [1, 8, 27]);
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! # Coming from Python
+//!
+//! | Python `multiprocessing` | here |
+//! |---|---|
+//! | `Pool(n, initializer, initargs, maxtasksperchild)` | `Pool::builder().workers(n).context(ctx).max_tasks_per_child(k)`, with [`Task::init`] |
+//! | `pool.apply(f, args)` / `map` / `imap` / `imap_unordered` | the same names; a job is one value (for `starmap`, make it a tuple struct) |
+//! | `apply_async(f, args, callback, error_callback)` | `apply_async(job).then(\|result\| ...)` |
+//! | an `AsyncResult` nobody waits for | `.detach()`; *dropping* an [`AsyncResult`] withdraws jobs not yet started |
+//! | `AsyncResult.get(timeout)`, `wait`, `ready` | `get_timeout`, `wait_timeout`, `wait`, `ready` |
+//! | `map` raises the first error, after running every job | the same: [`Pool::map`] |
+//! | `close()`, `join()`, `terminate()` | the same |
+//! | `with Pool() as p:` (terminates at the end) | dropping a pool **waits** for submitted work, then reaps; call [`Pool::terminate`] for Python's behaviour |
+//! | `Process(target, args)`, `Queue`, `JoinableQueue` | [`Process::spawn`] of a [`Target`], [`Queue`], [`JoinableQueue`] (`maxsize`, `qsize`, `empty`, `close`, `task_done`, `join`; `get` in a child through a [`QueueReceiver`]) |
+//! | a pool inside a pool's worker | refused ([`Error::InsideWorker`]), as Python's daemonic workers may not have children; a [`Process`] child may run a pool |
+//! | `ThreadPool` | [`Backend::Thread`]: the same pool on threads |
+//!
+//! Where this crate goes further: exact blame when a worker dies (only the job that killed
+//! it is charged), replacement with back-off that survives kill storms, job timeouts that
+//! kill, process groups that take the task's own subprocesses down, contexts in shared
+//! memory, and a seeded simulation of the pool's decisions (`src/policy/README.md`).
 
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

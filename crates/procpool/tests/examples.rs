@@ -308,6 +308,20 @@ fn imap() {
 }
 
 #[test]
+fn several_tasks() {
+    let r = run("several_tasks");
+    r.check(
+        r.line("job 0:").ends_with("Square(144)"),
+        "the square is wrong",
+    );
+    r.check(
+        r.line("job 1:").ends_with("Words(8)"),
+        "the word count is wrong",
+    );
+    r.check(r.line("job 2:").ends_with("Sum(5050)"), "the sum is wrong");
+}
+
+#[test]
 fn context() {
     let r = run("context");
     let build = number_after(r.line("bytes_sent after build:"), "build:");
