@@ -308,6 +308,26 @@ fn imap() {
 }
 
 #[test]
+fn worker_state() {
+    let r = run("worker_state");
+    let squares = list_after(r.line("squares from the workers' own tables:"), "tables:");
+    r.check(
+        squares == (0..20).map(|x| x * x).collect::<Vec<u64>>(),
+        "the workers' tables gave wrong squares",
+    );
+    let workers = number_after(r.line("20 jobs, at most 4 per worker"), "ran in");
+    r.check(
+        workers >= 5,
+        "20 jobs at 4 per worker need 5 workers at least",
+    );
+    r.check(
+        r.line("callbacks got:")
+            .ends_with("[(3, 9), (5, 25), (7, 49)]"),
+        "a callback is missing or wrong",
+    );
+}
+
+#[test]
 fn several_tasks() {
     let r = run("several_tasks");
     r.check(
