@@ -741,7 +741,7 @@ impl<T: Task> Pool<T> {
         drop(g);
         let mut out = Vec::with_capacity(items.len());
         for (pos, item) in items.into_iter().enumerate() {
-            out.push(item.result.map_err(|e| job_error(pos as u64, e))?);
+            out.push(item.result.map_err(|e| job_error(pos as u64, *e))?);
         }
         Ok(out)
     }
@@ -761,7 +761,7 @@ impl<T: Task> Pool<T> {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(pos, item)| item.result.map_err(|e| job_error(pos as u64, e)))
+                .map(|(pos, item)| item.result.map_err(|e| job_error(pos as u64, *e)))
                 .collect()
         })
     }
@@ -1017,7 +1017,7 @@ fn init_shared<T: Task>(ctx: &mut T::Context) -> Result<(), Error> {
 }
 
 fn into_result<O>(item: Item<O>) -> Result<O, Error> {
-    item.result.map_err(Error::Failed)
+    item.result.map_err(|e| Error::Failed(*e))
 }
 
 fn collect_one<T: Task>(mut g: MutexGuard<'_, State<T>>, req: u64) -> Result<T::Output, Error> {
@@ -1126,12 +1126,12 @@ impl<'p, T: Task, I: Iterator<Item = T>> Stream<'p, T, I> {
                         0,
                         Item {
                             worker: None,
-                            result: Err(match e {
+                            result: Err(Box::new(match e {
                                 Error::Closed => JobError::Terminated,
                                 other => JobError::Codec {
                                     message: other.to_string(),
                                 },
-                            }),
+                            })),
                         },
                     )
                 });
@@ -1186,7 +1186,7 @@ impl<T: Task, I: Iterator<Item = T>> Iterator for Imap<'_, T, I> {
             return e.take().map(Err);
         }
         let (pos, item) = self.inner.next_item()?;
-        Some(item.result.map_err(|e| job_error(pos, e)))
+        Some(item.result.map_err(|e| job_error(pos, *e)))
     }
 }
 
@@ -1209,7 +1209,7 @@ impl<T: Task, I: Iterator<Item = T>> Iterator for ImapUnordered<'_, T, I> {
         Some(Tagged {
             pos,
             worker: item.worker,
-            result: item.result.map_err(|e| job_error(pos, e)),
+            result: item.result.map_err(|e| job_error(pos, *e)),
         })
     }
 }

@@ -159,10 +159,12 @@ fn decode_results<T: Task>(
             compute_ns: r.compute_ns,
             phases: r.phases,
             outcome: match r.outcome {
-                Outcome::Ok(b) => codec::decode::<T::Output>(b).map_err(|e| JobError::Codec {
-                    message: format!("output: {e}"),
+                Outcome::Ok(b) => codec::decode::<T::Output>(b).map_err(|e| {
+                    Box::new(JobError::Codec {
+                        message: format!("output: {e}"),
+                    })
                 }),
-                Outcome::Err(e) => Err(e),
+                Outcome::Err(e) => Err(Box::new(e)),
             },
         });
     }

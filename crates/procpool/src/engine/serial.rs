@@ -35,7 +35,7 @@ impl<T: Task> SerialEngine<T> {
                     results.push(Finished {
                         compute_ns,
                         phases: None,
-                        outcome,
+                        outcome: outcome.map_err(Box::new),
                     });
                 }
             }

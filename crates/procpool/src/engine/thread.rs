@@ -193,7 +193,7 @@ impl<T: Task> ThreadEngine<T> {
                             results: vec![Finished {
                                 compute_ns,
                                 phases: None,
-                                outcome,
+                                outcome: outcome.map_err(Box::new),
                             }],
                         },
                     );

@@ -70,8 +70,8 @@ pub(crate) struct Finished<O> {
     pub compute_ns: u64,
     /// When its phases ended in the worker, if the pool asked for them.
     pub phases: Option<crate::wire::msg::Phases>,
-    /// What came of it.
-    pub outcome: Result<O, JobError>,
+    /// What came of it (the error boxed: results are moved around in bulk).
+    pub outcome: Result<O, Box<JobError>>,
 }
 
 /// What the engine tells the core.
@@ -387,7 +387,7 @@ impl<P: Payload, O> Core<P, O> {
         }
         failed.extend(self.orphans.drain(..).map(|o| o.meta));
         for meta in failed {
-            self.deliver(meta, None, Err(JobError::Terminated));
+            self.fail(meta, JobError::Terminated);
         }
     }
 
@@ -467,7 +467,7 @@ impl<P: Payload, O> Core<P, O> {
         };
         match payload {
             Ok(payload) => self.pending.push_back(Queued { meta, payload }),
-            Err(e) => self.deliver(meta, None, Err(e)),
+            Err(e) => self.fail(meta, e),
         }
     }
 
@@ -738,33 +738,32 @@ impl<P: Payload, O> Core<P, O> {
         slot.held -= results.len();
         slot.progress = now;
         slot.stall_warned = false;
-        let Some(c) = self.chunks.get_mut(&chunk_id) else {
+        let Core {
+            chunks,
+            slots,
+            requests,
+            stats,
+            sizer,
+            cfg,
+            timeline,
+            started,
+            ..
+        } = self;
+        let Some(c) = chunks.get_mut(&chunk_id) else {
             return;
         };
         let single = c.alone && c.jobs.len() == 1;
         let sent = c.sent;
-        let mut metas = Vec::with_capacity(results.len());
-        for _ in 0..results.len() {
-            metas.push(c.jobs[c.done]);
-            c.done += 1;
-        }
-        let complete = c.done == c.jobs.len();
-        if complete {
-            self.chunks.remove(&chunk_id);
-            let slot = &mut self.slots[si];
-            slot.chunks.pop_front();
-            if slot.held == 0 {
-                slot.isolating = false;
-            }
-        }
-        for (meta, r) in metas.into_iter().zip(results) {
+        let start = c.done;
+        c.done += results.len();
+        let n = results.len() as u64;
+        let mut total_ns = 0u64;
+        for (meta, r) in c.jobs[start..c.done].iter().zip(results) {
+            total_ns = total_ns.saturating_add(r.compute_ns);
             let compute = Duration::from_nanos(r.compute_ns);
-            self.stats.compute += compute;
-            self.sizer.record_compute(r.compute_ns);
             if single {
-                if let Some(choice) = self
-                    .sizer
-                    .observe_round_trip(now.saturating_duration_since(sent), compute)
+                if let Some(choice) =
+                    sizer.observe_round_trip(now.saturating_duration_since(sent), compute)
                 {
                     info!(
                         chunksize = choice.chunksize,
@@ -772,14 +771,14 @@ impl<P: Payload, O> Core<P, O> {
                     );
                 }
             }
-            if self.cfg.record_jobs {
-                self.timeline.jobs.push(JobSpan {
+            if cfg.record_jobs {
+                timeline.jobs.push(JobSpan {
                     worker: who.index,
                     pid: who.pid,
                     pos: meta.pos,
-                    queued: meta.queued.saturating_duration_since(self.started),
-                    sent: sent.saturating_duration_since(self.started),
-                    done: now.saturating_duration_since(self.started),
+                    queued: meta.queued.saturating_duration_since(*started),
+                    sent: sent.saturating_duration_since(*started),
+                    done: now.saturating_duration_since(*started),
                     compute,
                     phases: r.phases.map(|p| WorkerPhases {
                         begun_ns: p.begun,
@@ -790,16 +789,32 @@ impl<P: Payload, O> Core<P, O> {
                 });
             }
             let mut outcome = r.outcome;
-            if let Some(limit) = self.cfg.job_timeout {
+            if let Some(limit) = cfg.job_timeout {
                 // Jobs that run inline cannot be stopped: an overrun is noticed after it.
-                if self.cfg.inline && compute > limit && outcome.is_ok() {
-                    outcome = Err(JobError::TimedOut {
+                if cfg.inline && compute > limit && outcome.is_ok() {
+                    outcome = Err(Box::new(JobError::TimedOut {
                         pid: 0,
                         after: limit,
-                    });
+                    }));
                 }
             }
-            self.deliver(meta, Some(who), outcome);
+            stats.jobs_done += 1;
+            if outcome.is_err() {
+                stats.jobs_failed += 1;
+            }
+            requests.deliver(meta.req, meta.pos, Some(who), outcome);
+        }
+        stats.compute += Duration::from_nanos(total_ns);
+        if let Some(mean) = total_ns.checked_div(n) {
+            sizer.record_compute(mean);
+        }
+        if c.done == c.jobs.len() {
+            chunks.remove(&chunk_id);
+            let slot = &mut slots[si];
+            slot.chunks.pop_front();
+            if slot.held == 0 {
+                slot.isolating = false;
+            }
         }
     }
 
@@ -892,7 +907,7 @@ impl<P: Payload, O> Core<P, O> {
                     } else {
                         0
                     };
-                    self.deliver(meta, None, Err(JobError::TimedOut { pid, after }));
+                    self.fail(meta, JobError::TimedOut { pid, after });
                 }
                 Verdict::Failed { .. } => {
                     let status = match &slot.failure {
@@ -905,7 +920,7 @@ impl<P: Payload, O> Core<P, O> {
                         attempts: meta.starts,
                         stderr_tail: exit.stderr_tail.trim_end().to_owned(),
                     };
-                    self.deliver(meta, None, Err(error));
+                    self.fail(meta, error);
                 }
                 _ if !payload.present() => {
                     // Its input went with an abandoned worker: wait for its late result.
@@ -977,22 +992,26 @@ impl<P: Payload, O> Core<P, O> {
         let mut stuck: Vec<Meta> = self.suspects.drain(..).map(|q| q.meta).collect();
         stuck.extend(self.pending.drain(..).map(|q| q.meta));
         for meta in stuck {
-            self.deliver(
+            self.fail(
                 meta,
-                None,
-                Err(JobError::NoWorker {
+                JobError::NoWorker {
                     reason: reason.clone(),
-                }),
+                },
             );
         }
     }
 
-    fn deliver(&mut self, meta: Meta, worker: Option<WorkerRef>, result: Result<O, JobError>) {
+    fn deliver(&mut self, meta: Meta, worker: Option<WorkerRef>, result: Result<O, Box<JobError>>) {
         self.stats.jobs_done += 1;
         if result.is_err() {
             self.stats.jobs_failed += 1;
         }
         self.requests.deliver(meta.req, meta.pos, worker, result);
+    }
+
+    /// Delivers a job's failure.
+    fn fail(&mut self, meta: Meta, error: JobError) {
+        self.deliver(meta, None, Err(Box::new(error)));
     }
 
     // ----- time --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ pub(crate) struct Item<O> {
     /// The worker that produced it (`None` if it never ran).
     pub worker: Option<WorkerRef>,
     /// The output, or why there is none.
-    pub result: Result<O, JobError>,
+    pub result: Result<O, Box<JobError>>,
 }
 
 /// Where a request's results collect.
@@ -118,7 +118,7 @@ impl<O> Requests<O> {
         req: u64,
         pos: u64,
         worker: Option<WorkerRef>,
-        result: Result<O, JobError>,
+        result: Result<O, Box<JobError>>,
     ) -> bool {
         let Some(r) = self.table.get_mut(&req) else {
             return false;
@@ -287,7 +287,7 @@ mod tests {
         assert!(r.async_busy());
         assert!(r.deliver(req, 1, None, Ok(1)));
         assert!(!r.is_complete(req));
-        assert!(r.deliver(req, 0, None, Err(JobError::Terminated)));
+        assert!(r.deliver(req, 0, None, Err(Box::new(JobError::Terminated))));
         let items = r.take_collected(req).unwrap();
         assert_eq!(items.len(), 2);
         assert!(items[0].result.is_err() && items[1].result.is_ok());

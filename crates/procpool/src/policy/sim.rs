@@ -560,7 +560,7 @@ impl Sim {
                             ));
                         }
                         for (pos, item) in items.into_iter().enumerate() {
-                            c.taken.insert(pos as u64, item.result);
+                            c.taken.insert(pos as u64, item.result.map_err(|e| *e));
                         }
                         c.done = true;
                     }
@@ -576,7 +576,7 @@ impl Sim {
                             }
                             c.next_ordered += 1;
                         }
-                        if c.taken.insert(pos, item.result).is_some() {
+                        if c.taken.insert(pos, item.result.map_err(|e| *e)).is_some() {
                             return Err(format!("request {req}: pos {pos} delivered twice"));
                         }
                     }
