@@ -1,6 +1,9 @@
 //! Pool overhead per backend (process, thread, serial), 2 workers, with a no-op task:
 //!
 //! - `apply_round_trip/<backend>`: one `pool.apply(Nop)`, the latency of a single job;
+//!   `apply_round_trip/process-nospin` is the process pool with `spin(Duration::ZERO)`: run
+//!   the group under `taskset -c 0` to see that the adaptive spin costs little when both
+//!   sides share one CPU (`taskset -c 0 cargo bench -p procpool -- apply_round_trip`);
 //! - `empty_jobs/chunk1/<backend>` and `empty_jobs/auto/<backend>`: 10,000 no-op jobs through
 //!   `pool.map`, with `Chunk::Fixed(1)` and `Chunk::Auto`, reported as jobs per second.
 //!
@@ -72,6 +75,21 @@ fn apply_round_trip(c: &mut Criterion) {
             })
         });
     }
+    let nospin = Pool::<Nop>::builder()
+        .workers(WORKERS)
+        .spin(Duration::ZERO)
+        .build();
+    let nospin = match nospin {
+        Ok(pool) => pool,
+        Err(e) => panic!("could not build a process pool: {e}"),
+    };
+    group.bench_function("process-nospin", |b| {
+        b.iter(|| {
+            if let Err(e) = nospin.apply(black_box(Nop)) {
+                panic!("apply failed without spinning: {e}");
+            }
+        })
+    });
     group.finish();
 }
 
