@@ -175,6 +175,19 @@ pub fn run(
             args.chunksize
         ))
     })?;
+    if args.suite != Suite::Scaling {
+        for (flag, given) in [
+            ("--workload", args.workload.is_some()),
+            ("--max-memory", args.max_memory.is_some()),
+        ] {
+            if given {
+                return Err(AppError::usage(format!(
+                    "{flag} is a setting of bench scaling; this suite does not take it"
+                ))
+                .into());
+            }
+        }
+    }
     if args.timeline.is_some() {
         if args.suite == Suite::Granularity {
             return Err(AppError::usage(
