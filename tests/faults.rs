@@ -244,6 +244,26 @@ fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
         "no stderr tail: {error}"
     );
     assert_eq!(v["failed"], 1);
+    // The table says the choice was made among the widths that finished.
+    let table = coordinator()
+        .args([
+            "--widths",
+            "0.1:1.2:12",
+            "-w",
+            "2",
+            "--chunksize",
+            "1",
+            "-q",
+        ])
+        .env("PROCPOOL_FAULT", "abort-on=5")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.status.code(), Some(1));
+    assert!(
+        text.contains("(among the 11 of 12 widths that finished)"),
+        "{text}"
+    );
     let clean = json(&run(&args));
     for (i, (a, b)) in v["results"]
         .as_array()

@@ -288,7 +288,7 @@ pub fn check_memory(
         "index".to_owned()
     };
     budget.check(
-        &format!("{n} samples of {d} dimensions"),
+        &format!("a sweep of {n} samples of {d} dimensions"),
         &[
             ("samples", samples),
             (&index_name, index),

@@ -315,12 +315,22 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
         writeln!(out)?;
     }
     writeln!(out)?;
+    // A choice among part of the widths says so.
+    let among = if r.failed > 0 {
+        format!(
+            " (among the {} of {} widths that finished)",
+            r.results.len() - r.failed,
+            r.results.len()
+        )
+    } else {
+        String::new()
+    };
     match (r.true_density, &r.best) {
         (Some(t), Some(b)) => {
             writeln!(out, "true density p(x) = {}", sig(t, d))?;
             writeln!(
                 out,
-                "closest estimate: h = {} (pos {}), p(x) = {}, off by {}",
+                "closest estimate: h = {} (pos {}), p(x) = {}, off by {}{among}",
                 sig_trim(b.h, d),
                 b.pos,
                 sig(b.density, d),
@@ -348,7 +358,7 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
                 let density = row.and_then(|row| row.density);
                 writeln!(
                     out,
-                    "selected by least-squares cross-validation: h = {} (pos {}), LSCV = {}, p(x) = {}",
+                    "selected by least-squares cross-validation: h = {} (pos {}), LSCV = {}, p(x) = {}{among}",
                     sig_trim(s.h, d),
                     s.pos,
                     score.map_or_else(|| "-".to_owned(), |v| sig(v, d)),

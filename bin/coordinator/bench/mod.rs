@@ -2,7 +2,9 @@
 //! this machine and printed with the machine's description above every result.
 //!
 //! Method, for every suite: one warm-up run per configuration, then `--repeat` timed runs;
-//! the median is reported (with min and max where it matters). Wall time is measured
+//! the median is reported (with min and max where it matters). `scaling` runs its timed
+//! runs in rounds, one of each configuration per round, so that load from elsewhere moves
+//! every row alike. Wall time is measured
 //! with `Instant` around exactly what the row says; nothing is extrapolated.
 
 mod granularity;

@@ -209,11 +209,13 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
         .set_length(((common.repeat + 1) * configs.len()) as u64);
     common.progress.set_message("scaling");
     let last_process = configs.iter().rposition(|(b, _)| *b == Backend::Process);
-    let mut rows = Vec::new();
     let mut drawing = None;
     let mut reference: Option<Vec<u64>> = None;
     let mut identical = true;
-    for (i, &(backend, workers)) in configs.iter().enumerate() {
+    // Warm-ups first, then the timed runs in rounds, one run of every configuration per
+    // round: load from elsewhere that comes and goes then moves every row alike, and the
+    // ratios between rows stay meaningful on a shared machine.
+    for &(backend, workers) in &configs {
         common.check_interrupted()?;
         let warm = run_once(backend, workers, common, &prepared, &widths, false)?;
         common.progress.inc(1);
@@ -221,15 +223,18 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
             None => reference = Some(warm.bits),
             Some(r) => identical &= *r == warm.bits,
         }
-        let mut walls = Vec::new();
-        let mut readies = Vec::new();
-        for k in 0..common.repeat {
+    }
+    let mut walls = vec![Vec::new(); configs.len()];
+    let mut readies = vec![Vec::new(); configs.len()];
+    for k in 0..common.repeat {
+        for (i, &(backend, workers)) in configs.iter().enumerate() {
+            common.check_interrupted()?;
             let record =
                 Some(i) == last_process && k + 1 == common.repeat && common.timeline.is_some();
             let once = run_once(backend, workers, common, &prepared, &widths, record)?;
             common.progress.inc(1);
-            walls.push(once.wall);
-            readies.push(once.ready);
+            walls[i].push(once.wall);
+            readies[i].push(once.ready);
             if let Some(timeline) = once.timeline {
                 drawing = Some(Drawing {
                     timeline,
@@ -242,15 +247,19 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
                 });
             }
         }
-        rows.push(Row {
+    }
+    let mut rows: Vec<Row> = configs
+        .iter()
+        .zip(walls.into_iter().zip(readies))
+        .map(|(&(backend, workers), (walls, readies))| Row {
             backend: backend.to_string(),
             workers,
             wall: Spread::of(walls),
             ready_s: Spread::of(readies).median_s,
             speedup: 0.0,
             efficiency: 0.0,
-        });
-    }
+        })
+        .collect();
     let serial = rows.first().map_or(1.0, |r| r.wall.median_s);
     for r in &mut rows {
         r.speedup = serial / r.wall.median_s;
@@ -278,7 +287,8 @@ impl SuiteReport for Report {
     fn table(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "scaling: {} of {} widths over {} samples ({}); median of {} runs after a warm-up",
+            "scaling: {} of {} widths over {} samples ({}); median of {} runs after a warm-up, \
+             configurations in turn",
             self.sweep_name(),
             self.widths,
             self.samples,
