@@ -31,6 +31,24 @@ fn padded(lo: f64, hi: f64) -> Range<f64> {
     (lo - 0.06 * span)..(hi + 0.06 * span)
 }
 
+/// The LSCV axis: from the smallest score to the largest, except that a few very large
+/// scores (tiny widths, where the score shoots up) would flatten the minimum into a line;
+/// then the axis stops at 4 times the median's distance from the minimum, and the scores
+/// above it are left out (the legend says how many).
+fn lscv_range(points: &[(f64, f64)]) -> (f64, f64) {
+    let mut scores: Vec<f64> = points.iter().map(|p| p.1).collect();
+    scores.sort_by(f64::total_cmp);
+    let (Some(&lo), Some(&hi)) = (scores.first(), scores.last()) else {
+        return (0.0, 1.0);
+    };
+    let spread = scores[scores.len() / 2] - lo;
+    if spread > 0.0 && hi - lo > 10.0 * spread {
+        (lo, lo + 4.0 * spread)
+    } else {
+        (lo, hi)
+    }
+}
+
 /// Draws the sweep's curves as an SVG at `path`.
 pub fn draw(path: &Path, r: &Report) -> Result<(), AppError> {
     let density: Vec<(f64, f64)> = r
@@ -64,11 +82,7 @@ pub fn draw(path: &Path, r: &Report) -> Result<(), AppError> {
         .fold(0.0_f64, f64::max);
     // Room at the top for the legend.
     let y = 0.0..dmax.max(f64::MIN_POSITIVE) * 1.4;
-    let (lmin, lmax) = lscv
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1), b.max(p.1))
-        });
+    let (lmin, lmax) = lscv_range(&lscv);
     let source = match &r.source {
         crate::run::SourceReport::Gaussian { seed, .. } => format!("N(mean, cov), seed {seed}"),
         crate::run::SourceReport::File { path } => path.clone(),
@@ -163,10 +177,18 @@ pub fn draw(path: &Path, r: &Report) -> Result<(), AppError> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], TRUTH));
     }
     if !lscv.is_empty() {
+        let shown: Vec<(f64, f64)> = lscv.iter().copied().filter(|p| p.1 <= lmax).collect();
+        let off = lscv.len() - shown.len();
+        let label = if off == 0 {
+            "LSCV(h), from the data alone (right axis)".to_owned()
+        } else {
+            format!("LSCV(h), from the data alone (right axis; {off} above it, left out)")
+        };
+        let lscv = shown;
         chart
             .draw_secondary_series(LineSeries::new(lscv.iter().copied(), LSCV.stroke_width(2)))
             .map_err(|e| draw_err(path, e))?
-            .label("LSCV(h), from the data alone (right axis)")
+            .label(label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LSCV.stroke_width(2)));
         if lscv.len() <= 60 {
             chart
