@@ -13,7 +13,7 @@
 //! score (Rudemo 1982, Bowman 1984), computed from the samples alone by a second pool on
 //! the same workers' kind of job; its smallest score is the width it chooses.
 
-use parzen::{Gaussian, Lscv, Prepared, Samples};
+use parzen::{Gaussian, Lscv, PreparedIndex, Samples};
 use procpool::{Backend, Pool, Registry, Task};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
@@ -30,9 +30,9 @@ struct WidthCount {
 
 impl Task for WidthCount {
     const NAME: &'static str = "demo-parzen-count";
-    type Context = Prepared;
+    type Context = PreparedIndex;
     type Output = u64;
-    fn run(self, ctx: &Prepared) -> u64 {
+    fn run(self, ctx: &PreparedIndex) -> u64 {
         ctx.count(self.h)
     }
 }
@@ -152,7 +152,7 @@ fn report(samples: &Samples, source: String, workers: usize) -> Result<Report, E
     let pool = Pool::<WidthCount>::builder()
         .workers(workers)
         .backend(Backend::Process)
-        .context(Prepared::new(samples, &point)?)
+        .context(PreparedIndex::new(samples, &point)?)
         .build()?;
     let widths = parzen::default_widths();
     let counts = pool.map(widths.iter().map(|&h| WidthCount { h }))?;
