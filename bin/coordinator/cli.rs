@@ -16,7 +16,9 @@ use std::path::PathBuf;
     about = "Parzen-window density sweep on a pool of worker processes (or threads, or inline)",
     long_about = "Estimates the density of a sample at a point with the hypercube Parzen window, \
                   one job per window width, on N worker processes; prints the estimates in width \
-                  order with the true density and the width that comes closest to it.",
+                  order and the width it chooses: the one closest to the true density when that \
+                  is known, or, for your own data, the one least-squares cross-validation \
+                  chooses (an O(n^2) job per width).",
     args_conflicts_with_subcommands = true,
     disable_help_subcommand = true
 )]
