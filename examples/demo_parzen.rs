@@ -1,6 +1,7 @@
 //! `cargo run --example demo_parzen`: the same demo as `coordinator demo parzen` (its code
 //! is `bin/coordinator/demo/parzen.rs`, included here) — the seed's width table with its h
-//! vs h^d erratum. Pass the seed's own data (written by `scripts/seed_data.py`) with `cargo
+//! vs h^d erratum, and the width least-squares cross-validation chooses without the true
+//! density. Pass the seed's own data (written by `scripts/seed_data.py`) with `cargo
 //! run --example demo_parzen -- --data seed.npy`.
 
 #[path = "../bin/coordinator/demo/parzen.rs"]

@@ -15,6 +15,8 @@ $c sysinfo | tee "$out/sysinfo.txt"
 $c bench scaling --repeat 5 --plot "$out/scaling.svg" | tee "$out/scaling.txt"
 $c bench scaling --samples 1e6 --repeat 3 --plot "$out/scaling-1e6.svg" \
     --timeline "$out/timeline-scaling-1e6.svg" | tee "$out/scaling-1e6.txt"
+$c bench scaling --workload lscv --repeat 5 --plot "$out/scaling-lscv.svg" \
+    | tee "$out/scaling-lscv.txt"
 $c bench overhead --repeat 5 --plot "$out/overhead.svg" | tee "$out/overhead.txt"
 $c bench granularity --repeat 5 --plot "$out/granularity.svg" | tee "$out/granularity.txt"
 "${PYTHON:-python3}" scripts/compare_python.py --json "$out/python.json" | tee "$out/python.txt"

@@ -199,6 +199,16 @@ pub fn density_bits(report: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
+/// The LSCV scores of a JSON report, as exact bits (`None` for a missing score).
+pub fn lscv_bits(report: &serde_json::Value) -> Vec<Option<u64>> {
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["lscv"].as_f64().map(f64::to_bits))
+        .collect()
+}
+
 /// Parses header-first CSV as a strict reader does (`csv.DictReader`, `pandas.read_csv`):
 /// the header, then rows that all have its number of fields.
 pub fn csv_rows(text: &str) -> (Vec<String>, Vec<Vec<String>>) {

@@ -314,6 +314,18 @@ fn parzen_article_divides_by_h_where_the_estimate_divides_by_h_squared() {
         "{bias:?}"
     );
     assert!(sd.windows(2).all(|w| w[0] > w[1]), "{sd:?}");
+    // Without the truth: the width with the smallest cross-validation score, which for
+    // N(0, I) at n = 10000 lies inside the table, not at an end.
+    let scores: Vec<f64> = rows.iter().map(|x| f64_of(&x["lscv"])).collect();
+    let smallest = (0..scores.len())
+        .min_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+        .expect("scores");
+    assert_eq!(
+        f64_of(&r["lscv_best_h"]).to_bits(),
+        f64_of(&rows[smallest]["h"]).to_bits(),
+        "{scores:?}"
+    );
+    assert!(smallest > 0 && smallest + 1 < rows.len(), "{scores:?}");
 
     // The same counts from a file (here: the default samples, written as .npy).
     let dir = scratch("demo-parzen");

@@ -2,13 +2,13 @@
 //! a job that aborts its worker, hostile frames, a hung job, signals to the coordinator,
 //! and the coordinator itself SIGKILLed. Every run is under a watchdog.
 
-use crate::common::{coordinator, density_bits, json, run, run_with};
+use crate::common::{coordinator, density_bits, json, lscv_bits, run, run_with};
 use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// Live (non-zombie) children of `pid`, from /proc.
-fn children(pid: u32) -> BTreeSet<u32> {
+pub fn children(pid: u32) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -45,7 +45,8 @@ fn running(pid: u32) -> bool {
     stat(pid).is_some_and(|(_, state)| state != 'Z')
 }
 
-fn signal(pid: u32, sig: i32) {
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory effects; the pid is a child we started or its child.
     unsafe { libc::kill(pid as i32, sig) };
 }
@@ -68,20 +69,27 @@ fn drain(child: &mut Child) -> impl FnOnce() -> (String, String) + use<> {
     move || (o.join().unwrap(), e.join().unwrap())
 }
 
+/// A sweep that keeps two workers busy for many seconds: cross-validation of 400 widths
+/// over 20000 samples (each job scores its width over O(n^2) pairs, tens of milliseconds;
+/// a density count alone is a microsecond, over before anything could be killed).
+const LONG_RUN: [&str; 10] = [
+    "--select",
+    "lscv",
+    "--samples",
+    "2e4",
+    "--widths",
+    "0.5:1.5:400",
+    "-w",
+    "2",
+    "--chunksize",
+    "1",
+];
+
 /// Starts a long sweep in the background; returns it once its workers are up (the
 /// caller waits for it).
 #[allow(clippy::zombie_processes)]
 fn start_long_run(extra: &[&str]) -> (Child, BTreeSet<u32>) {
-    let mut args = vec![
-        "--samples",
-        "1e6",
-        "--widths",
-        "0.01:3:4000",
-        "-w",
-        "2",
-        "--chunksize",
-        "1",
-    ];
+    let mut args = LONG_RUN.to_vec();
     args.extend_from_slice(extra);
     let mut child = coordinator()
         .args(&args)
@@ -106,7 +114,8 @@ fn start_long_run(extra: &[&str]) -> (Child, BTreeSet<u32>) {
     }
 }
 
-fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+/// Waits for `child`, killing it (and failing) after `limit`; its status and how long it took.
+pub fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -123,13 +132,17 @@ fn wait_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus,
 
 #[test]
 fn random_sigkills_of_workers_lose_no_result() {
+    // Cross-validation, so that each of the 2000 jobs takes about a millisecond and the
+    // run lasts long enough to kill workers in the middle of it.
     let args = [
         "--format",
         "json",
+        "--select",
+        "lscv",
         "--samples",
-        "2e5",
+        "3000",
         "--widths",
-        "0.02:3:20000",
+        "0.02:1.5:2000",
         "-w",
         "2",
         "--chunksize",
@@ -188,6 +201,8 @@ fn random_sigkills_of_workers_lose_no_result() {
         density_bits(&clean),
         "killed {killed:?}"
     );
+    assert_eq!(lscv_bits(&faulty), lscv_bits(&clean), "killed {killed:?}");
+    assert_eq!(faulty["selected"], clean["selected"]);
     for pid in killed {
         assert!(!running(pid), "killed worker {pid} still running");
     }
@@ -231,6 +246,26 @@ fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
         "no stderr tail: {error}"
     );
     assert_eq!(v["failed"], 1);
+    // The table says the choice was made among the widths that finished.
+    let table = coordinator()
+        .args([
+            "--widths",
+            "0.1:1.2:12",
+            "-w",
+            "2",
+            "--chunksize",
+            "1",
+            "-q",
+        ])
+        .env("PROCPOOL_FAULT", "abort-on=5")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(table.status.code(), Some(1));
+    assert!(
+        text.contains("(among the 11 of 12 widths that finished)"),
+        "{text}"
+    );
     let clean = json(&run(&args));
     for (i, (a, b)) in v["results"]
         .as_array()
@@ -477,9 +512,10 @@ fn sigkill_of_the_coordinator_leaves_no_shared_memory_behind() {
         .collect();
     let (mut child, kids) = start_long_run(&[]);
     let _output = drain(&mut child);
-    // The 8 MB context lives in one shared object, mapped by the coordinator and both workers.
+    // The context lives in shared objects (the index's two arrays and the sorted samples),
+    // made by the coordinator and mapped as they are by both workers.
     let inodes = context_objects(child.id());
-    assert_eq!(inodes.len(), 1, "the coordinator maps {inodes:?}");
+    assert_eq!(inodes.len(), 3, "the coordinator maps {inodes:?}");
     for &k in &kids {
         assert_eq!(context_objects(k), inodes, "worker {k} maps another object");
     }

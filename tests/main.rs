@@ -8,4 +8,5 @@ mod faults;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod outputs;
+mod select;
 mod sweep;

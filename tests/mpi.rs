@@ -2,7 +2,7 @@
 //! backend, over shared memory and over TCP; idle ranks do not spin; a rank that crashes
 //! takes the job down promptly; the bench runs under mpirun too.
 
-use crate::common::{coordinator, density_bits, json, run};
+use crate::common::{coordinator, density_bits, json, lscv_bits, run};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,12 +83,13 @@ const SWEEP: [&str; 12] = [
 
 #[test]
 fn mpi_gives_the_process_backends_bits_over_shared_memory_and_tcp() {
+    // Cross-validation too: the sorted samples travel to every rank, each scores its widths.
     let mut args = SWEEP.to_vec();
-    args.extend(["--backend", "process", "--workers", "4"]);
+    args.extend(["--backend", "process", "--workers", "4", "--select", "lscv"]);
     let reference = json(&run(&args));
     for tcp in [false, true] {
         let mut args = SWEEP.to_vec();
-        args.extend(["--backend", "mpi"]);
+        args.extend(["--backend", "mpi", "--select", "lscv"]);
         let (code, stdout, stderr, _) = mpirun(5, tcp, &args, &[], Duration::from_secs(120));
         assert_eq!(code, Some(0), "tcp={tcp}: {stderr}");
         let v: serde_json::Value =
@@ -96,7 +97,9 @@ fn mpi_gives_the_process_backends_bits_over_shared_memory_and_tcp() {
         assert_eq!(v["backend"], "mpi");
         assert_eq!(v["workers"], 4);
         assert_eq!(density_bits(&v), density_bits(&reference), "tcp={tcp}");
+        assert_eq!(lscv_bits(&v), lscv_bits(&reference), "tcp={tcp}");
         assert_eq!(v["best"], reference["best"]);
+        assert_eq!(v["selected"], reference["selected"]);
     }
 }
 

@@ -251,15 +251,26 @@ fn the_sweep_csv_keeps_a_failed_row_and_its_error() {
     let (header, rows) = csv_rows(&r.stdout);
     assert_eq!(
         header,
-        ["pos", "h", "count", "density", "abs_error", "error"]
+        [
+            "pos",
+            "h",
+            "count",
+            "density",
+            "abs_error",
+            "lscv",
+            "status",
+            "error"
+        ]
     );
     assert_eq!(rows.len(), 12);
     for row in &rows {
         let failed = row[0] == "5";
         assert_eq!(row[3].is_empty(), failed, "{row:?}");
-        assert_eq!(row[5].is_empty(), !failed, "{row:?}");
+        assert_eq!(row[6], if failed { "failed" } else { "ok" }, "{row:?}");
+        assert_eq!(row[7].is_empty(), !failed, "{row:?}");
+        assert!(row[5].is_empty(), "no lscv asked for: {row:?}");
         if failed {
-            assert!(row[5].contains("SIGABRT"), "{row:?}");
+            assert!(row[7].contains("SIGABRT"), "{row:?}");
         } else {
             assert!(row[3].parse::<f64>().is_ok(), "{row:?}");
         }
@@ -275,7 +286,7 @@ fn every_json_document_names_its_schema() {
     };
     assert_eq!(
         doc(&["-w", "1", "--format", "json"])["schema"],
-        "coordinator.sweep/1"
+        "coordinator.sweep/2"
     );
     assert_eq!(
         doc(&["sysinfo", "--format", "json"])["schema"],

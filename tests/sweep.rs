@@ -113,12 +113,25 @@ fn csv_output_parses() {
     let (header, rows) = crate::common::csv_rows(&r.stdout);
     assert_eq!(
         header,
-        ["pos", "h", "count", "density", "abs_error", "error"]
+        [
+            "pos",
+            "h",
+            "count",
+            "density",
+            "abs_error",
+            "lscv",
+            "status",
+            "error"
+        ]
     );
     let rows: Vec<Vec<f64>> = rows
         .iter()
         .map(|row| {
-            assert_eq!(row[5], "", "no error expected: {row:?}");
+            assert_eq!(
+                row[5..],
+                ["", "ok", ""],
+                "no lscv, no error expected: {row:?}"
+            );
             row[..5].iter().map(|c| c.parse::<f64>().unwrap()).collect()
         })
         .collect();

@@ -16,7 +16,9 @@ use std::path::PathBuf;
     about = "Parzen-window density sweep on a pool of worker processes (or threads, or inline)",
     long_about = "Estimates the density of a sample at a point with the hypercube Parzen window, \
                   one job per window width, on N worker processes; prints the estimates in width \
-                  order with the true density and the width that comes closest to it.",
+                  order and the width it chooses: the one closest to the true density when that \
+                  is known, or, for your own data, the one least-squares cross-validation \
+                  chooses (an O(n^2) job per width).",
     args_conflicts_with_subcommands = true,
     disable_help_subcommand = true
 )]
@@ -116,6 +118,25 @@ pub struct BenchArgs {
     /// overhead; needs process among --backends).
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<PathBuf>,
+    /// scaling: what each job computes: parzen (the article's density count, now about a
+    /// microsecond a width) or lscv (the width's least-squares cross-validation score,
+    /// O(n^2) pairs: the CPU-bound sweep) [default: parzen].
+    #[arg(long, value_enum)]
+    pub workload: Option<Workload>,
+    /// scaling: memory the samples and the shared context may take (8G, 512M, 1e9)
+    /// [default: half the physical memory].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+}
+
+/// What the scaling suite's jobs compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Workload {
+    /// The article's density estimate at the point, one width per job.
+    #[default]
+    Parzen,
+    /// One width's least-squares cross-validation score per job.
+    Lscv,
 }
 
 /// `-v` / `-q`.
@@ -218,6 +239,33 @@ pub struct RunArgs {
     /// dispatch to result, spawn and handshake marked.
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<PathBuf>,
+    /// How to choose the width [default: true when the true density is known (Gaussian
+    /// samples), lscv with --data].
+    #[arg(long, value_enum)]
+    pub select: Option<SelectArg>,
+    /// Run a cross-validation sweep even when its estimated cost is over the budget (60 s
+    /// of one core; see the README).
+    #[arg(long)]
+    pub force: bool,
+    /// Memory the samples and the workers' shared context may take, e.g. 8G, 512M or 1e9
+    /// bytes [default: half the physical memory].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
+    /// Also draw p(x; h) against h (and LSCV(h) when computed) as an SVG, marking the
+    /// widths each rule chooses.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// How the sweep chooses a width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SelectArg {
+    /// The estimate closest to the true density (needs a known density: Gaussian samples).
+    True,
+    /// Least-squares cross-validation: the smallest LSCV(h), from the data alone.
+    Lscv,
+    /// No choice: the densities only.
+    None,
 }
 
 /// `coordinator sysinfo` options.

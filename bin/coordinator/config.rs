@@ -2,9 +2,10 @@
 //! [`RunConfig`] — data loaded, Gaussian factored, point and widths checked — before any
 //! process starts. Every error names the flag and the offending value.
 
-use crate::cli::{BackendArg, Format, RunArgs};
+use crate::cli::{BackendArg, Format, RunArgs, SelectArg};
 use crate::error::AppError;
-use parzen::{Gaussian, Samples};
+use crate::memory::Budget;
+use parzen::{Gaussian, LoadLimits, Samples};
 use procpool::{Backend, Chunk, MAX_WORKERS};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +62,12 @@ pub struct RunConfig {
     pub true_density: Option<f64>,
     /// Where to draw the run's timeline, if anywhere.
     pub timeline: Option<PathBuf>,
+    /// Where to draw p(x; h) and LSCV(h) against h, if anywhere.
+    pub plot: Option<PathBuf>,
+    /// How the width is chosen.
+    pub select: SelectArg,
+    /// Run a cross-validation sweep over its cost budget.
+    pub force: bool,
 }
 
 /// Parses a comma-separated list of finite numbers given to `flag`.
@@ -121,11 +128,38 @@ impl RunConfig {
     /// Validates `args`, loading or drawing the samples.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
         // Output files first: no samples drawn, no worker started, for a path we cannot use.
-        if let Some(path) = &args.timeline {
-            crate::output::check_output_path("--timeline", path, "svg")?;
+        for (flag, path) in [("--timeline", &args.timeline), ("--plot", &args.plot)] {
+            if let Some(path) = path {
+                crate::output::check_output_path(flag, path, "svg")?;
+            }
         }
         let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
         let backend = Backend::from(args.backend);
+        let budget = Budget::from_arg(args.max_memory.as_deref())?;
+        let select = match (args.select, &args.data) {
+            (Some(SelectArg::True), Some(path)) => {
+                return Err(AppError::usage(format!(
+                    "--select true needs the true density, which samples from a file ({}) do \
+                     not have; use --select lscv (cross-validation, from the data alone) or \
+                     --select none",
+                    path.display()
+                )));
+            }
+            (Some(s), _) => s,
+            (None, Some(_)) => SelectArg::Lscv,
+            (None, None) => SelectArg::True,
+        };
+        let lscv = select == SelectArg::Lscv;
+        // The shared context is one copy for every local backend; MPI ranks get one each.
+        let copies = if crate::mpi_backend(backend) {
+            if args.workers.is_some() {
+                workers
+            } else {
+                crate::mpi_workers().unwrap_or(workers)
+            }
+        } else {
+            1
+        };
         let chunk: Chunk = args.chunksize.parse().map_err(|_| {
             AppError::usage(format!(
                 "--chunksize must be a whole number >= 1 or \"auto\", got {:?}",
@@ -143,8 +177,30 @@ impl RunConfig {
         };
         let (source, samples) = match &args.data {
             Some(path) => {
-                let samples =
-                    parzen::load(path).map_err(|e| AppError::usage(format!("--data: {e}")))?;
+                // A file as large as the budget is refused before it is read or mapped;
+                // what loading allocates is bounded by the budget too.
+                let limits = LoadLimits {
+                    max_file_bytes: budget.bytes,
+                    max_alloc_bytes: budget.bytes,
+                };
+                let samples = parzen::load_with(path, &limits).map_err(|e| {
+                    let hint = match e {
+                        parzen::Error::Limit { .. } => format!(
+                            " (the limit is the memory budget: {}, {})",
+                            crate::memory::readable(u128::from(budget.bytes)),
+                            budget.origin
+                        ),
+                        _ => String::new(),
+                    };
+                    AppError::usage(format!("--data: {e}{hint}"))
+                })?;
+                check_memory(
+                    &budget,
+                    samples.len() as u64,
+                    samples.dims() as u64,
+                    lscv,
+                    copies,
+                )?;
                 (Source::File(path.clone()), samples)
             }
             None => {
@@ -156,6 +212,8 @@ impl RunConfig {
                     )));
                 }
                 let seed = args.seed.unwrap_or(DEFAULT_SEED);
+                // Before a single sample is drawn.
+                check_memory(&budget, n, gaussian.dims() as u64, lscv, copies)?;
                 let samples = gaussian
                     .sample(n as usize, seed)
                     .map_err(|e| AppError::usage(format!("--samples: {e}")))?;
@@ -202,8 +260,41 @@ impl RunConfig {
             widths,
             true_density,
             timeline: args.timeline.clone(),
+            plot: args.plot.clone(),
+            select,
+            force: args.force,
         })
     }
+}
+
+/// Checks what a sweep of `n` samples of `d` dimensions will hold against the budget:
+/// the samples (`n × d × 8` bytes), the index (`n × 8` and its offsets) and, for
+/// cross-validation, the sorted copy (`n × d × 8`), the context once per `copies`.
+pub fn check_memory(
+    budget: &Budget,
+    n: u64,
+    d: u64,
+    lscv: bool,
+    copies: usize,
+) -> Result<(), AppError> {
+    let samples = u128::from(n) * u128::from(d) * 8;
+    let index = crate::tasks::context_bytes(n, d, false) * copies as u128;
+    let sorted = (crate::tasks::context_bytes(n, d, lscv)
+        - crate::tasks::context_bytes(n, d, false))
+        * copies as u128;
+    let index_name = if copies > 1 {
+        format!("index x {copies} ranks")
+    } else {
+        "index".to_owned()
+    };
+    budget.check(
+        &format!("a sweep of {n} samples of {d} dimensions"),
+        &[
+            ("samples", samples),
+            (&index_name, index),
+            ("lscv sorted copy", sorted),
+        ],
+    )
 }
 
 /// The Gaussian the flags describe: --dims, --mean and --cov must agree.

@@ -12,9 +12,11 @@ mod cli;
 mod config;
 mod demo;
 mod error;
+mod memory;
 mod output;
 mod run;
 mod signals;
+mod sweep_plot;
 mod sysinfo;
 mod tasks;
 mod timeline;
@@ -42,7 +44,9 @@ fn main() -> ExitCode {
     };
     init_tracing(cli.log);
     let json = cli.prints_json();
-    let mut out = output::Tracked::new(io::stdout().lock());
+    // Buffered: a report is hundreds of small writes. Flushed when the report is complete,
+    // and before anything else is printed or drawn (a result is never lost).
+    let mut out = output::Tracked::new(io::BufWriter::new(io::stdout().lock()));
     // Under mpirun with the MPI backend, ranks 1..N serve here until rank 0 is done.
     #[cfg(feature = "mpi")]
     let _mpi = if wants_mpi(&cli) {
@@ -70,6 +74,8 @@ fn fail(out: &mut output::Tracked<impl Write>, json: bool, e: &AppError) -> Exit
         // A reader that went away is not worth a second message.
         let _ = output::write_error(out, e);
     }
+    // Whatever stdout holds goes out before the message.
+    let _ = out.flush();
     eprintln!("coordinator: {e}");
     ExitCode::from(e.exit_code())
 }
@@ -131,7 +137,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Outcome> {
     Ok(())
 }
 
-/// The default mode: validate, run, print the report, then draw the timeline if asked.
+/// The default mode: validate, run, print the report, then draw the charts if asked.
 fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     // Caught from the start, so a signal while samples are drawn exits at once.
     let interrupts = signals::Interrupts::install()
@@ -141,6 +147,9 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     // The report first: a chart that cannot be drawn never costs the computed result.
     output::write_report(out, &report, cfg.format)?;
     out.flush()?;
+    if let Some(path) = &cfg.plot {
+        sweep_plot::draw(path, &report)?;
+    }
     if let (Some(path), Some(drawing)) = (&cfg.timeline, &drawing) {
         drawing.draw(path)?;
     }
@@ -156,20 +165,38 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
         }
         .into());
     }
-    if report.failed > 0 {
-        let which: Vec<String> = report
-            .results
-            .iter()
-            .filter(|r| r.error.is_some())
-            .map(|r| format!("pos {} (h = {})", r.pos, r.h))
-            .collect();
-        return Err(AppError::failed(format!(
-            "{} of {} jobs failed: {}",
-            report.failed,
-            report.results.len(),
-            which.join(", ")
-        ))
-        .into());
+    if report.unsuccessful() > 0 {
+        let name = |r: &run::Row| format!("pos {} (h = {})", r.pos, output::num(r.h));
+        let mut parts = Vec::new();
+        if report.failed > 0 {
+            let which: Vec<String> = report
+                .results
+                .iter()
+                .filter(|r| r.status == run::Status::Failed)
+                .map(name)
+                .collect();
+            parts.push(format!(
+                "{} of {} jobs failed: {}",
+                report.failed,
+                report.results.len(),
+                which.join(", ")
+            ));
+        }
+        if report.not_finite > 0 {
+            let which: Vec<String> = report
+                .results
+                .iter()
+                .filter(|r| r.status == run::Status::NotFinite)
+                .map(|r| format!("{}: {}", name(r), r.note.as_deref().unwrap_or("not finite")))
+                .collect();
+            parts.push(format!(
+                "{} of {} widths gave a value that is not finite (flagged, never chosen): {}",
+                report.not_finite,
+                report.results.len(),
+                which.join("; ")
+            ));
+        }
+        return Err(AppError::failed(parts.join("; ")).into());
     }
     Ok(())
 }

@@ -4,14 +4,14 @@
 
 use crate::cli::Format;
 use crate::error::AppError;
-use crate::run::{Report, SourceReport};
+use crate::run::{Report, SourceReport, Status};
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
 
 /// `"schema"` of the sweep's JSON report.
-pub const SWEEP_SCHEMA: &str = "coordinator.sweep/1";
+pub const SWEEP_SCHEMA: &str = "coordinator.sweep/2";
 /// `"schema"` of `coordinator sysinfo --format json`.
 pub const SYSINFO_SCHEMA: &str = "coordinator.sysinfo/1";
 /// `"schema"` of the document printed under `--format json` when a run fails before any
@@ -143,6 +143,17 @@ pub fn cell<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(String::new, |x| x.to_string())
 }
 
+/// `x` in full (it reads back bit for bit), in scientific notation when plain decimals
+/// would be long: `0.5`, `1e-200`, `2.5e20`.
+pub fn num(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && a.is_finite() && !(1e-5..1e16).contains(&a) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
 /// `x` to `digits` significant digits, trailing zeros kept so that columns align
 /// (`0.130000`, `0.00602994`), in scientific notation outside 1e-5 ..= 1e`digits`.
 pub fn sig(x: f64, digits: usize) -> String {
@@ -256,6 +267,7 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
     let hs: Vec<String> = r.results.iter().map(|row| sig_trim(row.h, d)).collect();
     let h_width = hs.iter().map(String::len).max().unwrap_or(1).max(1);
     let has_truth = r.true_density.is_some();
+    let has_lscv = r.results.iter().any(|row| row.lscv.is_some());
     write!(
         out,
         "{:>5}  {:>h_width$}  {:>10}  {:>12}",
@@ -264,42 +276,61 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
     if has_truth {
         write!(out, "  {:>15}", "|p(x) - p_true|")?;
     }
+    if has_lscv {
+        write!(out, "  {:>13}", "LSCV(h)")?;
+    }
     writeln!(out)?;
+    let one_line = |text: &str| text.lines().map(str::trim).collect::<Vec<_>>().join(" | ");
     for (row, h) in r.results.iter().zip(&hs) {
-        match (row.count, row.density, &row.error) {
-            (Some(k), Some(p), _) => {
-                write!(
-                    out,
-                    "{:>5}  {h:>h_width$}  {k:>10}  {:>12}",
-                    row.pos,
-                    sig(p, d)
-                )?;
-                if let Some(t) = r.true_density {
-                    write!(out, "  {:>15}", sig((p - t).abs(), d))?;
-                }
-                writeln!(out)?;
-            }
-            (_, _, error) => writeln!(
+        let Some(k) = row.count.filter(|_| row.status != Status::Failed) else {
+            writeln!(
                 out,
                 "{:>5}  {h:>h_width$}  FAILED: {}",
                 row.pos,
-                error
-                    .as_deref()
-                    .unwrap_or("no result")
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            )?,
+                one_line(row.error.as_deref().unwrap_or("no result"))
+            )?;
+            continue;
+        };
+        let missing = "-";
+        let p = row
+            .density
+            .map_or_else(|| missing.to_owned(), |p| sig(p, d));
+        write!(out, "{:>5}  {h:>h_width$}  {k:>10}  {p:>12}", row.pos)?;
+        if let Some(t) = r.true_density {
+            let e = row
+                .density
+                .map_or_else(|| missing.to_owned(), |p| sig((p - t).abs(), d));
+            write!(out, "  {e:>15}")?;
         }
+        if has_lscv {
+            let l = match row.lscv {
+                Some(Some(v)) => sig(v, d),
+                _ => missing.to_owned(),
+            };
+            write!(out, "  {l:>13}")?;
+        }
+        if let Some(note) = &row.note {
+            write!(out, "  NOT FINITE: {}", one_line(note))?;
+        }
+        writeln!(out)?;
     }
     writeln!(out)?;
+    // A choice among part of the widths says so.
+    let among = if r.failed > 0 {
+        format!(
+            " (among the {} of {} widths that finished)",
+            r.results.len() - r.failed,
+            r.results.len()
+        )
+    } else {
+        String::new()
+    };
     match (r.true_density, &r.best) {
         (Some(t), Some(b)) => {
             writeln!(out, "true density p(x) = {}", sig(t, d))?;
             writeln!(
                 out,
-                "closest estimate: h = {} (pos {}), p(x) = {}, off by {}",
+                "closest estimate: h = {} (pos {}), p(x) = {}, off by {}{among}",
                 sig_trim(b.h, d),
                 b.pos,
                 sig(b.density, d),
@@ -311,10 +342,43 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
             "true density p(x) = {}; no estimate succeeded",
             sig(t, d)
         )?,
+        (None, _) if r.select == "lscv" => {
+            writeln!(out, "true density unknown (samples from a file)")?;
+        }
         (None, _) => writeln!(
             out,
             "true density unknown (samples from a file): no closest width"
         )?,
+    }
+    if r.select == "lscv" {
+        match r.selected {
+            Some(s) => {
+                let row = r.results.iter().find(|row| row.pos == s.pos);
+                let score = row.and_then(|row| row.lscv.flatten());
+                let density = row.and_then(|row| row.density);
+                writeln!(
+                    out,
+                    "selected by least-squares cross-validation: h = {} (pos {}), LSCV = {}, p(x) = {}{among}",
+                    sig_trim(s.h, d),
+                    s.pos,
+                    score.map_or_else(|| "-".to_owned(), |v| sig(v, d)),
+                    density.map_or_else(|| "-".to_owned(), |v| sig(v, d))
+                )?;
+                if r.results.first().map(|row| row.pos) == Some(s.pos)
+                    || r.results.last().map(|row| row.pos) == Some(s.pos)
+                {
+                    writeln!(
+                        out,
+                        "(the smallest score is at an end of the widths given: the minimum may lie \
+                         beyond them)"
+                    )?;
+                }
+            }
+            None => writeln!(
+                out,
+                "least-squares cross-validation: no width has a finite score"
+            )?,
+        }
     }
     if let Some(signal) = &r.interrupted {
         writeln!(
@@ -326,6 +390,14 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
     } else if r.failed > 0 {
         writeln!(out, "{} of {} jobs FAILED", r.failed, r.results.len())?;
     }
+    if r.not_finite > 0 {
+        writeln!(
+            out,
+            "{} of {} widths NOT FINITE (flagged, never chosen)",
+            r.not_finite,
+            r.results.len()
+        )?;
+    }
     writeln!(
         out,
         "{} widths in {:.1} ms (workers ready after {:.1} ms)",
@@ -335,24 +407,47 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
     )
 }
 
-/// `pos,h,count,density,abs_error,error`: one row per width; a failed row has empty
-/// numbers and its error text.
+/// The sweep's CSV header.
+pub const SWEEP_CSV_HEADER: [&str; 8] = [
+    "pos",
+    "h",
+    "count",
+    "density",
+    "abs_error",
+    "lscv",
+    "status",
+    "error",
+];
+
+/// [`SWEEP_CSV_HEADER`], then one row per width: `status` is ok, not_finite or failed; a
+/// number that is missing (failed, not finite, not computed) is an empty cell; `error`
+/// holds why a job failed or which value is not finite.
 fn write_sweep_csv(out: &mut dyn Write, r: &Report) -> io::Result<()> {
     write_csv(
         out,
-        &["pos", "h", "count", "density", "abs_error", "error"],
+        &SWEEP_CSV_HEADER,
         r.results.iter().map(|row| {
             let err = match (row.density, r.true_density) {
                 (Some(d), Some(t)) => Some((d - t).abs()),
                 _ => None,
             };
+            let status = match row.status {
+                Status::Ok => "ok",
+                Status::NotFinite => "not_finite",
+                Status::Failed => "failed",
+            };
             [
                 row.pos.to_string(),
-                row.h.to_string(),
+                num(row.h),
                 cell(row.count),
-                cell(row.density),
-                cell(err),
-                row.error.clone().unwrap_or_default(),
+                row.density.map(num).unwrap_or_default(),
+                err.map(num).unwrap_or_default(),
+                row.lscv.flatten().map(num).unwrap_or_default(),
+                status.to_owned(),
+                row.error
+                    .clone()
+                    .or_else(|| row.note.clone())
+                    .unwrap_or_default(),
             ]
         }),
     )
@@ -378,6 +473,12 @@ mod tests {
         assert_eq!(sig_trim(1.0, 6), "1");
         assert_eq!(sig_trim(1.002020202020202, 6), "1.00202");
         assert_eq!(sig_trim(2.5e-7, 6), "2.5e-7");
+        for x in [0.5, 1.0, 1e-200, 2.5e20, -3.25e-9, 0.1452, 123456.0] {
+            assert_eq!(num(x).parse::<f64>().unwrap().to_bits(), x.to_bits(), "{x}");
+        }
+        assert_eq!(num(1e-200), "1e-200");
+        assert_eq!(num(0.5), "0.5");
+        assert_eq!(num(1.0), "1");
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! The default mode: the Parzen-window sweep, one job per width, on the configured pool.
+//! The default mode: the Parzen-window sweep, one job per width, on the configured pool:
+//! each job counts the samples in the window (the bucket index in shared memory) and,
+//! with `--select lscv`, scores the width by least-squares cross-validation; then the
+//! width is chosen (closest to the true density, or smallest LSCV score), and every value
+//! that is not finite is flagged and never chosen.
 
+use crate::cli::SelectArg;
 use crate::config::{RunConfig, Source};
 use crate::error::AppError;
 use crate::signals::{self, Interrupts};
 use crate::tasks::{Estimate, ParzenJob, SweepContext};
 use crate::timeline::Drawing;
+use parzen::LscvView;
 use procpool::{Error, JobError, Pool};
 use serde::Serialize;
 use std::time::Instant;
@@ -13,6 +19,29 @@ use tracing::info;
 /// What a row says when a signal stopped the run before its job finished.
 const NOT_FINISHED: &str = "not finished: the run was interrupted";
 
+/// Whether a width's row holds usable numbers.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every number computed is finite.
+    Ok,
+    /// The job ran, but a value is not finite or not meaningful (the density when `h^d`
+    /// under- or overflows, the LSCV score when `h^d` or `h^2d` does): flagged, never
+    /// chosen, not counted as a success.
+    NotFinite,
+    /// The job failed (its worker died, it timed out, the run was interrupted).
+    Failed,
+}
+
+/// One width's LSCV terms, for checking against a double loop.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LscvTerms {
+    /// `S(h)`, the squared estimate's integral times `n^2 h^2d`.
+    pub s: f64,
+    /// `C(h)`, ordered pairs `i != j` within `h/2` in every coordinate (exact).
+    pub c: u64,
+}
+
 /// One width's line of the report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
@@ -20,13 +49,90 @@ pub struct Row {
     pub pos: u64,
     /// The width.
     pub h: f64,
+    /// ok, not_finite or failed.
+    pub status: Status,
     /// Samples inside the window (null if the job failed).
     pub count: Option<u64>,
-    /// The estimate (null if the job failed).
+    /// The estimate (null if the job failed or the value is not finite).
     pub density: Option<f64>,
+    /// The LSCV score, when cross-validation ran (null if failed or degenerate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lscv: Option<Option<f64>>,
+    /// The LSCV terms, when cross-validation ran and the job succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lscv_terms: Option<LscvTerms>,
     /// Why the job failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Which value is not finite and why, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Row {
+    /// A row for a job that produced no result.
+    fn failed(pos: u64, h: f64, lscv: bool, error: String) -> Row {
+        Row {
+            pos,
+            h,
+            status: Status::Failed,
+            count: None,
+            density: None,
+            lscv: lscv.then_some(None),
+            lscv_terms: None,
+            error: Some(error),
+            note: None,
+        }
+    }
+
+    /// A row from a finished job: non-finite values become null and are explained.
+    fn finished(pos: u64, h: f64, dims: usize, e: Estimate) -> Row {
+        let mut notes = Vec::new();
+        let density = if e.density.is_finite() {
+            Some(e.density)
+        } else {
+            let hd = h.powf(dims as f64);
+            notes.push(format!(
+                "the density (k/n)/h^d is {}: h^d = {hd:e} at h = {} in {dims} dimensions \
+                 is out of float64 range",
+                e.density,
+                crate::output::num(h)
+            ));
+            None
+        };
+        let (lscv, lscv_terms) = match e.lscv {
+            None => (None, None),
+            Some(l) => {
+                let score = match l.score {
+                    Ok(v) if v.is_finite() => Some(v),
+                    Ok(v) => {
+                        notes.push(format!("the lscv score is {v}"));
+                        None
+                    }
+                    Err(why) => {
+                        notes.push(why);
+                        None
+                    }
+                };
+                (Some(score), Some(LscvTerms { s: l.s, c: l.c }))
+            }
+        };
+        Row {
+            pos,
+            h,
+            status: if notes.is_empty() {
+                Status::Ok
+            } else {
+                Status::NotFinite
+            },
+            count: Some(e.count),
+            density,
+            lscv,
+            lscv_terms,
+            error: None,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        }
+    }
 }
 
 /// The width whose estimate comes closest to the true density.
@@ -38,6 +144,26 @@ pub struct Best {
     pub h: f64,
     /// Its estimate.
     pub density: f64,
+}
+
+/// The width the sweep chose, and by which rule.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Selected {
+    /// Its position.
+    pub pos: u64,
+    /// The width.
+    pub h: f64,
+    /// "true" (closest to the true density) or "lscv" (smallest cross-validation score).
+    pub method: &'static str,
+}
+
+/// What the cross-validation sweep was estimated to cost before it ran.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct LscvCost {
+    /// Unordered pairs evaluated over all widths (an upper bound past 64 widths).
+    pub pairs: u64,
+    /// Estimated seconds on one core of the reference machine (parzen's cost model).
+    pub seconds: f64,
 }
 
 /// Where the samples came from, for the report.
@@ -64,7 +190,7 @@ pub enum SourceReport {
 /// end; a change to an existing field's meaning bumps [`crate::output::SWEEP_SCHEMA`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// "coordinator.sweep/1".
+    /// "coordinator.sweep/2".
     pub schema: &'static str,
     /// Backend name.
     pub backend: String,
@@ -98,6 +224,78 @@ pub struct Report {
     pub ready_s: f64,
     /// The signal that stopped the run, if one did.
     pub interrupted: Option<String>,
+    /// The selection rule: "true", "lscv" or "none".
+    pub select: &'static str,
+    /// The width the rule chose (null for none, or when no width qualifies).
+    pub selected: Option<Selected>,
+    /// Rows whose job ran but gave a value that is not finite (flagged, never chosen).
+    pub not_finite: usize,
+    /// The cross-validation's estimated cost, when it ran.
+    pub lscv_cost: Option<LscvCost>,
+}
+
+impl Report {
+    /// Rows that are not a success: failed, or not finite.
+    pub fn unsuccessful(&self) -> usize {
+        self.failed + self.not_finite
+    }
+}
+
+/// Seconds of one core that a cross-validation sweep may be estimated to take before it is
+/// refused (exit code 2) without `--force`.
+pub const LSCV_BUDGET_S: f64 = 60.0;
+
+/// Widths whose pair counts [`lscv_cost`] computes exactly; past that, each width is
+/// bounded by the next of this many evenly spaced ones.
+const COST_KNOTS: usize = 64;
+
+/// The pairs and seconds (on one core, by parzen's cost model) of scoring every width.
+/// Exact up to [`COST_KNOTS`] widths; beyond, an upper bound, since the pairs a width
+/// evaluates never decrease as it grows. O(n) per knot.
+pub fn lscv_cost(view: &LscvView<'_>, widths: &[f64]) -> LscvCost {
+    let mut sorted = widths.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let k = sorted.len().min(COST_KNOTS);
+    let mut cost = LscvCost {
+        pairs: 0,
+        seconds: 0.0,
+    };
+    let mut first = 0;
+    for j in 1..=k {
+        // Widths first..=last are bounded by the last one's cost.
+        let last = (j * sorted.len()).div_ceil(k) - 1;
+        let h = sorted[last];
+        let count = (last + 1 - first) as u64;
+        cost.pairs = cost
+            .pairs
+            .saturating_add(view.candidate_pairs(h).saturating_mul(count));
+        cost.seconds += view.estimated_seconds(h) * count as f64;
+        first = last + 1;
+    }
+    cost
+}
+
+/// Refuses a cross-validation sweep estimated over [`LSCV_BUDGET_S`] (exit code 2).
+fn check_lscv_cost(cost: LscvCost, cfg: &RunConfig) -> Result<(), AppError> {
+    if cost.seconds <= LSCV_BUDGET_S || cfg.force {
+        return Ok(());
+    }
+    Err(AppError::usage(format!(
+        "--select lscv: {} widths over {} samples of {} dimensions evaluate about {:.3e} pairs, \
+         an estimated {:.0} s on one core ({} ns per pair and dimension), over the budget of \
+         {LSCV_BUDGET_S} s; use fewer samples or smaller widths, --select none for the \
+         densities alone, or --force to run it anyway",
+        cfg.widths.len(),
+        cfg.samples.len(),
+        cfg.samples.dims(),
+        cost.pairs as f64,
+        cost.seconds,
+        if cfg.samples.dims() <= 8 {
+            parzen::lscv::NS_PER_PAIR_DIM
+        } else {
+            parzen::lscv::NS_PER_PAIR_DIM_GENERIC
+        }
+    )))
 }
 
 /// Runs the sweep described by `cfg`: the report, and the run's timeline when
@@ -107,13 +305,31 @@ pub fn run(
     interrupts: &Interrupts,
 ) -> Result<(Report, Option<Drawing>), AppError> {
     let started = Instant::now();
-    let prepared = SweepContext::new(&cfg.samples, &cfg.point)?;
+    let lscv = cfg.select == SelectArg::Lscv;
+    let context = SweepContext::new(&cfg.samples, &cfg.point, lscv)?;
+    let lscv_cost = match &context.lscv {
+        Some(data) => {
+            let view = data
+                .view()
+                .map_err(|e| AppError::failed(format!("lscv: {e}")))?;
+            let cost = lscv_cost(&view, &cfg.widths);
+            info!(
+                pairs = cost.pairs,
+                seconds = cost.seconds,
+                "lscv: estimated cost on one core"
+            );
+            check_lscv_cost(cost, cfg)?;
+            Some(cost)
+        }
+        None => None,
+    };
+    let context_bytes = context.bytes();
     let mut builder = Pool::<ParzenJob>::builder()
         .backend(cfg.backend)
         .chunksize(cfg.chunk)
         .retries(cfg.retries)
         .record_timeline(cfg.timeline.is_some())
-        .context(prepared);
+        .context(context);
     if let Some(t) = cfg.job_timeout {
         builder = builder.job_timeout(t);
     }
@@ -144,34 +360,32 @@ pub fn run(
     info!(
         backend = %cfg.backend,
         pids = ?pids,
-        "context sent: {} sample distances ({} bytes) once to each of {} workers",
+        "context shared: the bucket index of {} sample distances{} ({context_bytes} bytes) \
+         with {} workers",
         cfg.samples.len(),
-        cfg.samples.len() * 8,
+        if lscv { " and the sorted samples" } else { "" },
         pool.workers()
     );
+    let dims = cfg.samples.dims();
     let jobs = cfg.widths.iter().map(|&h| ParzenJob { h });
     let mut results: Vec<Row> = Vec::with_capacity(cfg.widths.len());
     let mut stopped = None;
     for (r, &h) in pool.imap(jobs).zip(&cfg.widths) {
         let pos = results.len() as u64;
-        let (count, density, error) = match r {
-            Ok(Estimate { count, density }) => (Some(count), Some(density), None),
+        results.push(match r {
+            Ok(Ok(estimate)) => Row::finished(pos, h, dims, estimate),
+            Ok(Err(why)) => Row::failed(pos, h, lscv, why),
             Err(Error::Job {
                 error: JobError::Terminated,
                 ..
-            }) if interrupts.caught().is_some() => (None, None, Some(NOT_FINISHED.to_owned())),
-            Err(Error::Job { error, .. }) => (None, None, Some(error.to_string())),
+            }) if interrupts.caught().is_some() => {
+                Row::failed(pos, h, lscv, NOT_FINISHED.to_owned())
+            }
+            Err(Error::Job { error, .. }) => Row::failed(pos, h, lscv, error.to_string()),
             Err(other) => {
                 stopped = Some(other.to_string());
                 break;
             }
-        };
-        results.push(Row {
-            pos,
-            h,
-            count,
-            density,
-            error,
         });
     }
     // Widths never reached (the pool stopped taking work): say so, one row each.
@@ -181,13 +395,7 @@ pub fn run(
             (Some(e), None) => e.clone(),
             (None, None) => "no result".to_owned(),
         };
-        results.push(Row {
-            pos: pos as u64,
-            h,
-            count: None,
-            density: None,
-            error: Some(why),
-        });
+        results.push(Row::failed(pos as u64, h, lscv, why));
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     let chunksize_chosen = pool.chunk_choice().map(|c| c.chunksize);
@@ -211,14 +419,34 @@ pub fn run(
     });
     let interrupted = interrupts.caught().map(|s| signals::name(s).to_owned());
     let best = cfg.true_density.and_then(|truth| closest(&results, truth));
-    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    let selected = match cfg.select {
+        SelectArg::True => best.map(|b| Selected {
+            pos: b.pos,
+            h: b.h,
+            method: "true",
+        }),
+        SelectArg::Lscv => smallest_lscv(&results).map(|(pos, h)| Selected {
+            pos,
+            h,
+            method: "lscv",
+        }),
+        SelectArg::None => None,
+    };
+    let failed = results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let not_finite = results
+        .iter()
+        .filter(|r| r.status == Status::NotFinite)
+        .count();
     let report = Report {
         schema: crate::output::SWEEP_SCHEMA,
         backend: cfg.backend.to_string(),
         workers,
         pids,
         samples: cfg.samples.len(),
-        dims: cfg.samples.dims(),
+        dims,
         source: match &cfg.source {
             Source::Gaussian { gaussian, seed } => SourceReport::Gaussian {
                 mean: gaussian.mean().to_vec(),
@@ -239,15 +467,31 @@ pub fn run(
         elapsed_s,
         ready_s,
         interrupted,
+        select: select_name(cfg.select),
+        selected,
+        not_finite,
+        lscv_cost,
     };
     Ok((report, drawing))
 }
 
-/// The first row whose estimate is closest to `truth`.
+/// The name of a selection rule, as JSON and the table print it.
+pub fn select_name(s: SelectArg) -> &'static str {
+    match s {
+        SelectArg::True => "true",
+        SelectArg::Lscv => "lscv",
+        SelectArg::None => "none",
+    }
+}
+
+/// The first row whose estimate is closest to `truth`; rows without a finite density
+/// (failed, or not finite) are never chosen.
 pub fn closest(rows: &[Row], truth: f64) -> Option<Best> {
     let mut best: Option<(f64, Best)> = None;
     for r in rows {
-        let Some(density) = r.density else { continue };
+        let Some(density) = r.density.filter(|d| d.is_finite()) else {
+            continue;
+        };
         let err = (density - truth).abs();
         if best.is_none_or(|(e, _)| err < e) {
             best = Some((
@@ -263,17 +507,36 @@ pub fn closest(rows: &[Row], truth: f64) -> Option<Best> {
     best.map(|(_, b)| b)
 }
 
+/// The first row with the smallest finite LSCV score (position and width); rows whose
+/// score failed or is degenerate are never chosen.
+pub fn smallest_lscv(rows: &[Row]) -> Option<(u64, f64)> {
+    let scored: Vec<(u64, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| match r.lscv {
+            Some(Some(v)) if v.is_finite() => Some((r.pos, r.h, v)),
+            _ => None,
+        })
+        .collect();
+    let scores: Vec<f64> = scored.iter().map(|s| s.2).collect();
+    parzen::lscv::select(&scores).map(|i| (scored[i].0, scored[i].1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::LscvScore;
 
     fn row(pos: u64, density: Option<f64>) -> Row {
         Row {
             pos,
             h: pos as f64,
+            status: Status::Ok,
             count: None,
             density,
+            lscv: None,
+            lscv_terms: None,
             error: None,
+            note: None,
         }
     }
 
@@ -284,9 +547,54 @@ mod tests {
             row(1, None),
             row(2, Some(0.75)),
             row(3, Some(0.25)),
+            row(4, Some(f64::NAN)),
         ];
         assert_eq!(closest(&rows, 0.5).map(|b| b.pos), Some(0));
         assert_eq!(closest(&rows, 0.7).map(|b| b.pos), Some(2));
         assert_eq!(closest(&[row(0, None)], 1.0), None);
+    }
+
+    #[test]
+    fn values_that_are_not_finite_are_flagged_and_never_chosen() {
+        let estimate = |density: f64, score: Result<f64, String>| Estimate {
+            count: 3,
+            density,
+            lscv: Some(LscvScore {
+                s: 1.0,
+                c: 2,
+                score,
+            }),
+        };
+        let rows = [
+            Row::finished(
+                0,
+                1e-200,
+                2,
+                estimate(f64::INFINITY, Err("h^2d = 0e0".into())),
+            ),
+            Row::finished(1, 0.5, 2, estimate(0.2, Ok(-0.1))),
+            Row::finished(2, 0.7, 2, estimate(0.1, Ok(f64::NAN))),
+            Row::finished(3, 0.9, 2, estimate(0.15, Ok(-0.05))),
+        ];
+        assert_eq!(rows[0].status, Status::NotFinite);
+        assert_eq!(rows[0].density, None);
+        assert_eq!(rows[0].count, Some(3));
+        let note = rows[0].note.as_deref().unwrap();
+        assert!(
+            note.contains("is inf") && note.contains("h^2d = 0e0"),
+            "{note}"
+        );
+        assert_eq!(rows[1].status, Status::Ok);
+        assert_eq!(rows[2].status, Status::NotFinite);
+        assert_eq!(rows[2].density, Some(0.1));
+        assert_eq!(rows[2].lscv, Some(None));
+        assert_eq!(smallest_lscv(&rows), Some((1, 0.5)));
+        assert_eq!(closest(&rows, 0.0).map(|b| b.pos), Some(2));
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["status"], "not_finite");
+        assert!(json["density"].is_null() && json.get("error").is_none());
+        let failed = serde_json::to_value(Row::failed(5, 1.0, false, "boom".into())).unwrap();
+        assert_eq!(failed["status"], "failed");
+        assert!(failed.get("lscv").is_none() && failed.get("note").is_none());
     }
 }

@@ -1,62 +1,200 @@
 //! The tasks this binary can run in a worker, and the registry `main` hands to
 //! `procpool::serve_if_worker`.
 
-use parzen::{Prepared, Samples};
+use crate::error::AppError;
+use parzen::{BucketKey, IndexView, LscvView, Samples};
 use procpool::{Registry, SharedSlice, Task};
 use serde::{Deserialize, Serialize};
 
-/// One job of the sweep: the density estimate for one window width.
+/// One job of the sweep: the density estimate for one window width, and its LSCV score
+/// when the context carries the cross-validation data.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct ParzenJob {
     /// Window width (edge of the hypercube).
     pub h: f64,
 }
 
-/// What one width gives: the count inside the window and the density.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// What one width gives: the count inside the window, the density, and the LSCV terms
+/// and score when they were asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     /// Samples inside the hypercube.
     pub count: u64,
-    /// `(count / n) / h^d`.
+    /// `(count / n) / h^d` (not finite when `h^d` underflows: the caller flags it).
     pub density: f64,
+    /// Least-squares cross-validation of this width, when the context has its data.
+    pub lscv: Option<LscvScore>,
 }
 
-/// What every worker of the sweep reads: each sample's largest coordinate distance to the
-/// point, computed once by the coordinator straight into shared memory, which process
-/// workers map read-only (no copy per worker) and threads share.
+/// One width's least-squares cross-validation (see `parzen::lscv`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LscvScore {
+    /// `S(h)`: the integral of the squared estimate times `n^2 h^2d`.
+    pub s: f64,
+    /// `C(h)`: ordered pairs `i != j` within `h/2` in every coordinate (exact).
+    pub c: u64,
+    /// The score, or why it is meaningless at this width (`h^d` or `h^2d` out of range).
+    pub score: Result<f64, String>,
+}
+
+/// The bucket index of every sample's largest coordinate distance to the point, built by
+/// the coordinator straight into shared memory (`parzen::fill_index` inside
+/// `SharedSlice::new_shared`), which process workers map read-only (no copy per worker)
+/// and threads share. A count reads two offsets and one bucket: about a microsecond.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepContext {
+    /// The monotone map from a distance to its bucket.
+    pub key: BucketKey,
     /// Dimensions of the samples.
     pub dims: usize,
-    /// `max_j |x_ij - p_j|` for every sample i, in sample order.
-    pub dists: SharedSlice<f64>,
+    /// Number of samples.
+    pub n: usize,
+    /// Start of each bucket in `values`, then n.
+    pub offsets: SharedSlice<u64>,
+    /// The distances `max_j |x_ij - p_j|`, grouped by bucket.
+    pub values: SharedSlice<f64>,
+    /// The samples for cross-validation (`--select lscv`), if asked for.
+    pub lscv: Option<LscvData>,
+}
+
+/// The samples sorted by their first coordinate, column-major (`parzen::lscv::prepare`),
+/// written straight into shared memory: what every worker reads to score widths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LscvData {
+    /// Number of samples.
+    pub n: usize,
+    /// Dimensions.
+    pub dims: usize,
+    /// `n × dims` values, column-major, sorted by the first column.
+    pub data: SharedSlice<f64>,
+}
+
+impl LscvData {
+    /// Checks the samples (n >= 2, no constant column) and writes the sorted copy into a
+    /// new shared-memory object.
+    pub fn new(samples: &Samples) -> Result<LscvData, AppError> {
+        let bad = |e: parzen::Error| {
+            AppError::usage(format!(
+                "--select lscv: {e}{}",
+                match e {
+                    parzen::Error::LscvTooFew(_) | parzen::Error::ConstantColumn { .. } =>
+                        " (--select none prints the densities alone)",
+                    _ => "",
+                }
+            ))
+        };
+        parzen::lscv::check(samples).map_err(bad)?;
+        let mut filled = Ok(());
+        let data = SharedSlice::new_shared(samples.as_slice().len(), |out| {
+            filled = parzen::lscv::prepare(samples, out);
+        })?;
+        filled.map_err(bad)?;
+        Ok(LscvData {
+            n: samples.len(),
+            dims: samples.dims(),
+            data,
+        })
+    }
+
+    /// The data as parzen reads it (checks shape, finiteness and order in O(n·d)).
+    pub fn view(&self) -> Result<LscvView<'_>, parzen::Error> {
+        LscvView::new(&self.data, self.n, self.dims)
+    }
 }
 
 impl SweepContext {
-    /// Computes the distances of `samples` to `point` into a new shared-memory object.
-    pub fn new(samples: &Samples, point: &[f64]) -> Result<SweepContext, crate::error::AppError> {
-        let prepared = Prepared::new(samples, point)
-            .map_err(|e| crate::error::AppError::usage(format!("--point: {e}")))?;
-        let dists = SharedSlice::new_shared(prepared.len(), |out| {
-            out.copy_from_slice(prepared.distances());
+    /// Builds the bucket index of `samples` around `point` into new shared-memory objects,
+    /// and the cross-validation copy when `lscv` is set.
+    pub fn new(samples: &Samples, point: &[f64], lscv: bool) -> Result<SweepContext, AppError> {
+        let bad_point = |e: parzen::Error| AppError::usage(format!("--point: {e}"));
+        let key = BucketKey::for_samples(samples, point).map_err(bad_point)?;
+        let n = samples.len();
+        let mut values = None;
+        let mut filled = Ok(());
+        // The index's two arrays are filled by one call, so the offsets' object is created
+        // inside the values' fill: both written in place, no copy.
+        let offsets = SharedSlice::new_shared(key.offsets_len(), |offsets| {
+            values = Some(SharedSlice::new_shared(n, |values| {
+                filled = parzen::fill_index(samples, point, &key, offsets, values);
+            }));
         })?;
+        let values = values.ok_or_else(|| AppError::failed("the index was not built"))??;
+        filled.map_err(bad_point)?;
+        let lscv = if lscv {
+            Some(LscvData::new(samples)?)
+        } else {
+            None
+        };
         Ok(SweepContext {
+            key,
             dims: samples.dims(),
-            dists,
+            n,
+            offsets,
+            values,
+            lscv,
         })
     }
+
+    /// The index as parzen reads it (checks its shape in O(buckets)).
+    pub fn index(&self) -> Result<IndexView<'_>, parzen::Error> {
+        let view = IndexView::new(self.key, self.dims, &self.offsets, &self.values)?;
+        if view.len() != self.n {
+            return Err(parzen::Error::BadIndex(format!(
+                "the index holds {} values for {} samples",
+                view.len(),
+                self.n
+            )));
+        }
+        Ok(view)
+    }
+
+    /// Bytes of shared memory the context takes: the index, and the cross-validation copy.
+    pub fn bytes(&self) -> usize {
+        (self.offsets.len() + self.values.len()) * 8
+            + self.lscv.as_ref().map_or(0, |l| l.data.len() * 8)
+    }
+}
+
+/// Bytes the sweep's context will take for `n` samples of `d` dimensions, before it is
+/// built: the index (n distances and its offsets) and, with `lscv`, the sorted copy.
+pub fn context_bytes(n: u64, d: u64, lscv: bool) -> u128 {
+    // `BucketKey::for_samples` makes 2048 buckets: 2049 offsets (checked by a unit test
+    // against a real context).
+    let offsets = 2049 * 8;
+    let index = u128::from(n) * 8 + offsets;
+    let copy = if lscv {
+        u128::from(n) * u128::from(d) * 8
+    } else {
+        0
+    };
+    index + copy
 }
 
 impl Task for ParzenJob {
     const NAME: &'static str = "parzen";
     type Context = SweepContext;
-    type Output = Estimate;
-    fn run(self, ctx: &SweepContext) -> Estimate {
-        let count = parzen::count_scan(&ctx.dists, self.h);
-        Estimate {
+    type Output = Result<Estimate, String>;
+    fn run(self, ctx: &SweepContext) -> Result<Estimate, String> {
+        let index = ctx.index().map_err(|e| e.to_string())?;
+        let count = index.count(self.h);
+        let lscv = match &ctx.lscv {
+            None => None,
+            Some(data) => {
+                let view = data.view().map_err(|e| e.to_string())?;
+                let terms = view.terms(self.h);
+                Some(LscvScore {
+                    s: terms.s,
+                    c: terms.c,
+                    score: parzen::lscv::score(terms, data.n, data.dims, self.h)
+                        .map_err(|e| e.to_string()),
+                })
+            }
+        };
+        Ok(Estimate {
             count,
-            density: parzen::density_from_count(count, ctx.dists.len(), ctx.dims, self.h),
-        }
+            density: parzen::density_from_count(count, ctx.n, ctx.dims, self.h),
+            lscv,
+        })
     }
 }
 
@@ -102,4 +240,37 @@ pub fn registry() -> Registry {
             .task::<Nop>()
             .task::<Spin>(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_match_the_literal_estimate_and_the_double_loop() {
+        let samples = parzen::Gaussian::standard(2)
+            .unwrap()
+            .sample(300, 4)
+            .unwrap();
+        let point = [0.1, -0.2];
+        let ctx = SweepContext::new(&samples, &point, true).unwrap();
+        assert!(ctx.values.is_shared() && ctx.offsets.is_shared());
+        assert_eq!(ctx.bytes() as u128, context_bytes(300, 2, true));
+        for h in [0.05, 0.3, 1.0, 2.5] {
+            let e = ParzenJob { h }.run(&ctx).unwrap();
+            assert_eq!(
+                e.density.to_bits(),
+                parzen::estimate_naive(&samples, &point, h).to_bits()
+            );
+            let l = e.lscv.unwrap();
+            let naive = parzen::lscv::naive_terms(&samples, h);
+            assert_eq!(l.c, naive.c);
+            assert!((l.s - naive.s).abs() <= 1e-12 * naive.s.abs());
+        }
+        // A constant column is refused by name, before any worker starts.
+        let flat = Samples::from_rows(2, vec![1.0, 5.0, 2.0, 5.0]).unwrap();
+        let e = SweepContext::new(&flat, &[0.0, 0.0], true).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("column 1"), "{e}");
+    }
 }

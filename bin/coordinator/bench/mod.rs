@@ -2,7 +2,9 @@
 //! this machine and printed with the machine's description above every result.
 //!
 //! Method, for every suite: one warm-up run per configuration, then `--repeat` timed runs;
-//! the median is reported (with min and max where it matters). Wall time is measured
+//! the median is reported (with min and max where it matters). `scaling` runs its timed
+//! runs in rounds, one of each configuration per round, so that load from elsewhere moves
+//! every row alike. Wall time is measured
 //! with `Instant` around exactly what the row says; nothing is extrapolated.
 
 mod granularity;
@@ -175,6 +177,19 @@ pub fn run(
             args.chunksize
         ))
     })?;
+    if args.suite != Suite::Scaling {
+        for (flag, given) in [
+            ("--workload", args.workload.is_some()),
+            ("--max-memory", args.max_memory.is_some()),
+        ] {
+            if given {
+                return Err(AppError::usage(format!(
+                    "{flag} is a setting of bench scaling; this suite does not take it"
+                ))
+                .into());
+            }
+        }
+    }
     if args.timeline.is_some() {
         if args.suite == Suite::Granularity {
             return Err(AppError::usage(
