@@ -488,7 +488,7 @@ def pool_ready(method: str, workers: int, repeat: int) -> float:
     return statistics.median(once() for _ in range(repeat))
 
 
-def overhead(coordinator: Path, jobs: int, executor_jobs: int, applies: int,
+def overhead(coordinator: Path, jobs: int, big_jobs: int, executor_jobs: int, applies: int,
              repeat: int) -> dict:
     """Step 5: Python's pools on no-op jobs, and `coordinator bench overhead`."""
     py = {}
@@ -498,6 +498,9 @@ def overhead(coordinator: Path, jobs: int, executor_jobs: int, applies: int,
     py["pool_default_jobs_per_s"] = map_rate(lambda: mp.Pool(2), jobs, None, repeat)
     # What Pool.map chooses by default: ceil(jobs / (4 * workers)).
     py["pool_default_chunksize"] = -(-jobs // (4 * 2))
+    log(f"overhead: Pool(2).map default chunksize, {big_jobs} jobs")
+    py["pool_default_big_jobs_per_s"] = map_rate(lambda: mp.Pool(2), big_jobs, None, repeat)
+    py["pool_default_big_chunksize"] = -(-big_jobs // (4 * 2))
     log(f"overhead: ProcessPoolExecutor(2).map, {executor_jobs} jobs")
     py["executor_jobs_per_s"] = executor_rate(executor_jobs, repeat)
     log(f"overhead: ThreadPool(2).map chunksize 1, {jobs} jobs")
@@ -517,7 +520,15 @@ def overhead(coordinator: Path, jobs: int, executor_jobs: int, applies: int,
         "bench", "overhead", "--workers", "2,4", "--backends", "process,thread",
         "--jobs", str(jobs), "--repeat", str(repeat), "--format", "json"])
     rows = field(rust, "rows", "bench overhead")
+    log(f"overhead: coordinator bench overhead, {big_jobs} jobs")
+    rust_big = run_coordinator(coordinator, [
+        "bench", "overhead", "--workers", "2", "--backends", "process",
+        "--jobs", str(big_jobs), "--repeat", str(repeat), "--format", "json"])
+    big_rows = field(rust_big, "rows", "bench overhead")
     return {"python": py,
+            "rust_process2_big": find_row(big_rows, "bench overhead", backend="process",
+                                          workers=2),
+            "rust_big": rust_big,
             "rust_process2": find_row(rows, "bench overhead", backend="process", workers=2),
             "rust_process4": find_row(rows, "bench overhead", backend="process", workers=4),
             "rust_thread2": find_row(rows, "bench overhead", backend="thread", workers=2),
@@ -567,6 +578,7 @@ def main() -> int:
         n_big=100_000 if quick else 1_000_000,
         kernel_budget_s=2.0 if quick else 60.0,
         jobs=5_000 if quick else 100_000,
+        big_jobs=20_000 if quick else 1_000_000,
         executor_jobs=1_000 if quick else 20_000,
         applies=200 if quick else 2_000,
     )
@@ -581,8 +593,8 @@ def main() -> int:
             seed = seed_benchmark(coordinator, data, sizes["seed_widths"], sizes["pools"],
                                   repeat)
             kern = kernel(coordinator, data, repeat, sizes["kernel_budget_s"])
-        ovh = overhead(coordinator, sizes["jobs"], sizes["executor_jobs"], sizes["applies"],
-                       repeat)
+        ovh = overhead(coordinator, sizes["jobs"], sizes["big_jobs"], sizes["executor_jobs"],
+                       sizes["applies"], repeat)
     except CompareError as e:
         print(f"compare_python: error: {e}", file=sys.stderr)
         return 1
@@ -631,6 +643,10 @@ def main() -> int:
     t.rate(f"Pool(2).map default (chunk {py['pool_default_chunksize']}) | process auto "
            f"(chunk {f(p2, 'auto_chunksize')})", f(p2, "auto_jobs_per_s"),
            py["pool_default_jobs_per_s"])
+    p2big = ovh["rust_process2_big"]
+    t.rate(f"Pool(2).map default (chunk {py['pool_default_big_chunksize']}), "
+           f"{sizes['big_jobs']} jobs | process auto (chunk {f(p2big, 'auto_chunksize')})",
+           f(p2big, "auto_jobs_per_s"), py["pool_default_big_jobs_per_s"])
     t.rate(f"ProcessPoolExecutor(2).map, {sizes['executor_jobs']} jobs | process chunk 1",
            f(p2, "chunk1_jobs_per_s"), py["executor_jobs_per_s"])
     t.rate("ThreadPool(2).map chunksize 1 | thread chunk 1", f(t2, "chunk1_jobs_per_s"),
@@ -670,7 +686,8 @@ def main() -> int:
             "seed": {k: v for k, v in seed.items() if k != "rust"},
             "kernel": kern,
             "overhead": {"python": py},
-            "coordinator": {"scaling": seed["rust"], "overhead": ovh["rust"]},
+            "coordinator": {"scaling": seed["rust"], "overhead": ovh["rust"],
+                            "overhead_big": ovh["rust_big"]},
         }
         try:
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
