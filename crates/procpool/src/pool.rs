@@ -889,6 +889,12 @@ impl<T: Task> Pool<T> {
             }
             // Collect what arrived and send what fits: the pipeline runs meanwhile.
             g.step();
+            // A caller that waits anyway keeps at most a few batches queued: a million
+            // jobs queued at once is memory touched for nothing (and page faults on the
+            // hot path). An asynchronous caller must return at once, so queues it all.
+            if !is_async && g.sup.waiting() > 2 * BATCH {
+                drop(self.shared.drive(g, |s| s.sup.waiting() <= BATCH));
+            }
         }
         self.shared.cond.notify_all();
         Ok(req)

@@ -349,6 +349,37 @@ fn three_backends_give_identical_bits() -> Result<(), Failed> {
     Ok(())
 }
 
+/// A map far larger than what the pool queues at once (it feeds the input as workers
+/// free up) returns every result in order on each backend, and a terminate from another
+/// thread while the input is still being fed ends it with an error, not a hang.
+fn a_big_map_is_fed_as_it_runs_and_can_be_terminated() -> Result<(), Failed> {
+    const N: u64 = 60_000;
+    for backend in Backend::ALL {
+        let pool = quiet::<Trouble>(backend, 2).build()?;
+        let out = pool.map((0..N).map(Trouble::Fine))?;
+        check(out.iter().copied().eq(0..N), || {
+            format!("{backend}: {} results, not 0..{N} in order", out.len())
+        })?;
+    }
+    let pool = quiet::<Nap>(Backend::Process, 2).build()?;
+    let terminator = pool.terminator();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        terminator.terminate();
+    });
+    // 100 000 jobs of 100 µs: about 5 s on two workers, far longer than the 300 ms.
+    let r = pool.map((0..100_000).map(|pos| Nap { pos, micros: 100 }));
+    let _ = stopper.join();
+    match r {
+        Err(Error::Job {
+            error: JobError::Terminated,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(format!("terminated map: unexpected error {e}").into()),
+        Ok(v) => Err(format!("terminated map returned all {} results", v.len()).into()),
+    }
+}
+
 fn context_is_sent_once_per_worker() -> Result<(), Failed> {
     let ctx: Vec<f64> = vec![0.5; 100_000]; // 800 kB
     let n = 300;
@@ -1091,6 +1122,11 @@ fn main() {
             "three_backends_give_identical_bits",
             60,
             three_backends_give_identical_bits,
+        ),
+        watchdog(
+            "a_big_map_is_fed_as_it_runs_and_can_be_terminated",
+            120,
+            a_big_map_is_fed_as_it_runs_and_can_be_terminated,
         ),
         watchdog(
             "context_is_sent_once_per_worker",

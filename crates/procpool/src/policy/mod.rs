@@ -571,6 +571,11 @@ impl<P: Payload, O> Core<P, O> {
         }
     }
 
+    /// Jobs submitted and not yet sent (retries and suspects included).
+    pub(crate) fn waiting(&self) -> usize {
+        self.pending.len() + self.suspects.len()
+    }
+
     /// Most unfinished jobs one worker may hold now.
     pub(crate) fn cap(&self) -> usize {
         if self.cfg.inline { 1 } else { self.sizer.cap() }
