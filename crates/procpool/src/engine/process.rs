@@ -293,7 +293,15 @@ fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) 
     let mut bytes = 0u64;
     for _ in 0..READS_PER_COLLECT {
         match w.peer.reader.fill_from(&mut &w.sock) {
+            // A worker that exits before reading all we sent resets the connection
+            // (Linux reports ECONNRESET, not an end of input, once its bytes are read):
+            // the same end, and what it left half-written is diagnosed the same way.
             Ok(0) => {
+                w.peer.decode::<T>(events);
+                w.peer.finish(events);
+                return (bytes, true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 w.peer.decode::<T>(events);
                 w.peer.finish(events);
                 return (bytes, true);

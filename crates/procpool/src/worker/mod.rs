@@ -424,6 +424,11 @@ fn run_jobs<T: Task, const TIMED: bool>(
                     return Err(WorkerError::Abandoned);
                 }
                 Ok(_) => {}
+                // A coordinator that died before reading what we wrote resets the
+                // connection: abandoned all the same.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(WorkerError::Abandoned);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
