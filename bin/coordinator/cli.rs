@@ -244,9 +244,20 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub select: Option<SelectArg>,
     /// Run a cross-validation sweep even when its estimated cost is over the budget (60 s
-    /// of one core; see the README).
+    /// of one core; see the README), and let --journal replace an existing file.
     #[arg(long)]
     pub force: bool,
+    /// Record each finished width in FILE as it arrives (an append-only, checksummed
+    /// journal, synced to disk at least once a second and at the end), so that a run that
+    /// dies can be continued with --resume FILE. An existing FILE is refused unless --force.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub journal: Option<PathBuf>,
+    /// Continue the run recorded in the journal FILE: check that it is the same run (exit
+    /// 2 naming the first setting that differs), drop a record cut short by a crash, run
+    /// only the widths it lacks (appending them to FILE), and print the report an
+    /// uninterrupted run prints. With every width recorded, no worker is started.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
     /// Memory the samples and the workers' shared context may take, e.g. 8G, 512M or 1e9
     /// bytes [default: half the physical memory].
     #[arg(long, value_name = "SIZE")]

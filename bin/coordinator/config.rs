@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub select: SelectArg,
     /// Run a cross-validation sweep over its cost budget.
     pub force: bool,
+    /// The results journal to write or resume, if any.
+    pub journal: Option<crate::journal::Plan>,
 }
 
 /// Parses a comma-separated list of finite numbers given to `flag`.
@@ -132,6 +134,22 @@ impl RunConfig {
             if let Some(path) = path {
                 crate::output::check_output_path(flag, path, "svg")?;
             }
+        }
+        let journal = match (&args.journal, &args.resume) {
+            (Some(path), _) => Some(crate::journal::Plan {
+                path: path.clone(),
+                mode: crate::journal::Mode::Create {
+                    overwrite: args.force,
+                },
+            }),
+            (None, Some(path)) => Some(crate::journal::Plan {
+                path: path.clone(),
+                mode: crate::journal::Mode::Resume,
+            }),
+            (None, None) => None,
+        };
+        if let Some(plan) = &journal {
+            crate::journal::check_path(plan)?;
         }
         let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
         let backend = Backend::from(args.backend);
@@ -263,6 +281,7 @@ impl RunConfig {
             plot: args.plot.clone(),
             select,
             force: args.force,
+            journal,
         })
     }
 }

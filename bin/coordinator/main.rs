@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod demo;
 mod error;
+mod journal;
 mod memory;
 mod output;
 mod run;
@@ -153,21 +154,29 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     if let (Some(path), Some(drawing)) = (&cfg.timeline, &drawing) {
         drawing.draw(path)?;
     }
-    if let Some(signal) = interrupts.caught() {
+    // Only a signal that cut the run short counts: one after the last result does not.
+    if let Some(signal) = report.signal {
         return Err(AppError::Interrupted {
             signal,
             message: format!(
-                "interrupted by {}: {} of {} widths finished, every worker stopped and reaped",
+                "interrupted by {}: {} of {} widths finished, every worker stopped and reaped{}",
                 signals::name(signal),
                 report.results.len() - report.failed,
-                report.results.len()
+                report.results.len(),
+                match &report.journal.path {
+                    Some(path) if report.journal.error.is_none() => format!(
+                        "; the finished widths are in the journal: continue with --resume {}",
+                        path.display()
+                    ),
+                    _ => String::new(),
+                }
             ),
         }
         .into());
     }
+    let mut parts = Vec::new();
     if report.unsuccessful() > 0 {
         let name = |r: &run::Row| format!("pos {} (h = {})", r.pos, output::num(r.h));
-        let mut parts = Vec::new();
         if report.failed > 0 {
             let which: Vec<String> = report
                 .results
@@ -196,6 +205,15 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
                 which.join("; ")
             ));
         }
+    }
+    if let (Some(path), Some(error)) = (&report.journal.path, &report.journal.error) {
+        parts.push(format!(
+            "the journal {} could not be written ({error}); the report is complete, the \
+             journal is not",
+            path.display()
+        ));
+    }
+    if !parts.is_empty() {
         return Err(AppError::failed(parts.join("; ")).into());
     }
     Ok(())
