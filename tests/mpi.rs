@@ -2,7 +2,7 @@
 //! backend, over shared memory and over TCP; idle ranks do not spin; a rank that crashes
 //! takes the job down promptly; the bench runs under mpirun too.
 
-use crate::common::{coordinator, density_bits, json, lscv_bits, run};
+use crate::common::{density_bits, json, lscv_bits, run, run_with};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -255,11 +255,10 @@ fn a_rank_that_crashes_takes_the_job_down_promptly() {
 
 #[test]
 fn the_mpi_backend_outside_mpirun_is_a_clear_error() {
-    let out = coordinator()
-        .args(["--backend", "mpi", "--widths", "1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(stderr.contains("at least 2 ranks"), "{stderr}");
+    let out = run_with(
+        &["--backend", "mpi", "--widths", "1"],
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("at least 2 ranks"), "{}", out.stderr);
 }
