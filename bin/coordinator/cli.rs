@@ -296,7 +296,8 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     match t.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9.0e15 => Ok(x as u64),
         _ => Err(format!(
-            "expected a whole number such as 10000 or 1e6, got {s:?}"
+            "expected a whole number such as 10000 or 1e6, got {}",
+            crate::error::quote(s)
         )),
     }
 }

@@ -3,7 +3,7 @@
 //! process starts. Every error names the flag and the offending value.
 
 use crate::cli::{BackendArg, Format, RunArgs, SelectArg};
-use crate::error::AppError;
+use crate::error::{AppError, quote};
 use crate::memory::Budget;
 use parzen::{Gaussian, LoadLimits, Samples};
 use procpool::{Backend, Chunk, MAX_WORKERS};
@@ -90,13 +90,35 @@ pub fn parse_floats(flag: &str, s: &str) -> Result<Vec<f64>, AppError> {
                     i + 1
                 ))),
                 Err(_) if item.is_empty() => Err(AppError::usage(format!(
-                    "{flag}: value {} of {s:?} is empty",
-                    i + 1
+                    "{flag}: value {} of {} is empty",
+                    i + 1,
+                    quote(s)
                 ))),
-                Err(_) => Err(AppError::usage(format!("{flag}: {item:?} is not a number"))),
+                Err(_) => Err(AppError::usage(format!(
+                    "{flag}: {} is not a number",
+                    quote(item)
+                ))),
             }
         })
         .collect()
+}
+
+/// Most jobs per message `--chunksize` takes: more than any sweep has widths, and far
+/// from where the pool's arithmetic on it could overflow.
+pub const MAX_CHUNKSIZE: usize = 1 << 24;
+
+/// Parses `--chunksize`: `auto`, or a whole number from 1 to [`MAX_CHUNKSIZE`].
+pub fn parse_chunk(s: &str) -> Result<Chunk, AppError> {
+    match s.parse::<Chunk>() {
+        Ok(Chunk::Fixed(n)) if n > MAX_CHUNKSIZE => Err(AppError::usage(format!(
+            "--chunksize must be a whole number from 1 to {MAX_CHUNKSIZE} or \"auto\", got {n}"
+        ))),
+        Ok(chunk) => Ok(chunk),
+        Err(_) => Err(AppError::usage(format!(
+            "--chunksize must be a whole number from 1 to {MAX_CHUNKSIZE} or \"auto\", got {}",
+            quote(s)
+        ))),
+    }
 }
 
 /// The number of workers to use by default: the CPUs this process may run on.
@@ -178,12 +200,7 @@ impl RunConfig {
         } else {
             1
         };
-        let chunk: Chunk = args.chunksize.parse().map_err(|_| {
-            AppError::usage(format!(
-                "--chunksize must be a whole number >= 1 or \"auto\", got {:?}",
-                args.chunksize
-            ))
-        })?;
+        let chunk = parse_chunk(&args.chunksize)?;
         let job_timeout = match args.job_timeout {
             None => None,
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
@@ -247,7 +264,7 @@ impl RunConfig {
             return Err(AppError::usage(format!(
                 "--point has {} coordinates ({}) but the samples have {dims} dimensions",
                 point.len(),
-                args.point.as_deref().unwrap_or("")
+                quote(args.point.as_deref().unwrap_or(""))
             )));
         }
         let widths = match &args.widths {

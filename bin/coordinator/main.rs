@@ -223,8 +223,14 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
 /// coloured as clap decides (never under NO_COLOR or off a terminal); exit code 2 for
 /// errors, 0 for --help and --version.
 fn clap_exit(e: &clap::Error) -> ExitCode {
-    // A reader that went away (`coordinator --help | head -1`) is not an error.
-    let _ = e.print();
+    let plain = e.render().to_string();
+    if e.use_stderr() && plain.lines().any(|l| l.len() > 2 * error::QUOTE_LIMIT) {
+        // clap quotes the value it could not use whole: a long one is cut (uncoloured).
+        let _ = io::stderr().write_all(error::shorten_quoted(&plain).as_bytes());
+    } else {
+        // A reader that went away (`coordinator --help | head -1`) is not an error.
+        let _ = e.print();
+    }
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
