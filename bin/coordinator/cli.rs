@@ -222,7 +222,8 @@ pub struct RunArgs {
     /// [default: 0.1,0.2,..,1.2, the seed's table].
     #[arg(long, value_name = "SPEC")]
     pub widths: Option<String>,
-    /// Jobs per message to a worker: a number, or auto (measure, then choose).
+    /// Jobs per message to a worker: a number (at most 16777216), or auto (measure, then
+    /// choose).
     #[arg(short, long, value_name = "N|auto", default_value = "auto")]
     pub chunksize: String,
     /// Output format. The table rounds densities and errors to 6 significant digits for
@@ -248,7 +249,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
     /// Record each finished width in FILE as it arrives (an append-only, checksummed
-    /// journal, synced to disk at least once a second and at the end), so that a run that
+    /// journal, synced to disk at least once a second and at the end: a killed coordinator
+    /// loses nothing recorded, a machine crash at most the last second), so that a run that
     /// dies can be continued with --resume FILE. An existing FILE is refused unless --force.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub journal: Option<PathBuf>,

@@ -151,8 +151,14 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     if let Some(path) = &cfg.plot {
         sweep_plot::draw(path, &report)?;
     }
-    if let (Some(path), Some(drawing)) = (&cfg.timeline, &drawing) {
-        drawing.draw(path)?;
+    match (&cfg.timeline, &drawing) {
+        (Some(path), Some(drawing)) => drawing.draw(path)?,
+        (Some(path), None) => eprintln!(
+            "coordinator: --timeline {}: not drawn: no worker started (every width came from \
+             the journal)",
+            path.display()
+        ),
+        (None, _) => {}
     }
     // Only a signal that cut the run short counts: one after the last result does not.
     if let Some(signal) = report.signal {
