@@ -313,11 +313,12 @@ pub fn check_memory(
     lscv: bool,
     copies: usize,
 ) -> Result<(), AppError> {
-    let samples = u128::from(n) * u128::from(d) * 8;
-    let index = crate::tasks::context_bytes(n, d, false) * copies as u128;
+    // u128 and saturating: no count a file or a flag can give overflows the sum.
+    let samples = (u128::from(n) * u128::from(d)).saturating_mul(8);
+    let index = crate::tasks::context_bytes(n, d, false).saturating_mul(copies as u128);
     let sorted = (crate::tasks::context_bytes(n, d, lscv)
         - crate::tasks::context_bytes(n, d, false))
-        * copies as u128;
+    .saturating_mul(copies as u128);
     let index_name = if copies > 1 {
         format!("index x {copies} ranks")
     } else {
@@ -393,6 +394,17 @@ fn gaussian_from_args(args: &RunArgs) -> Result<Gaussian, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_check_cannot_overflow() {
+        let budget = Budget {
+            bytes: u64::MAX,
+            origin: "test".into(),
+        };
+        let e = check_memory(&budget, u64::MAX, u64::MAX, true, 1024).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(check_memory(&budget, 1000, 1000, true, 4).is_ok());
+    }
 
     #[test]
     fn float_lists_name_the_bad_item() {

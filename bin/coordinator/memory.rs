@@ -67,7 +67,7 @@ impl Budget {
     /// Refuses (exit code 2) when the `parts` (what, bytes) add up to more than the
     /// budget, naming every part, the total and the budget.
     pub fn check(&self, purpose: &str, parts: &[(&str, u128)]) -> Result<(), AppError> {
-        let total: u128 = parts.iter().map(|(_, b)| b).sum();
+        let total = parts.iter().fold(0u128, |t, (_, b)| t.saturating_add(*b));
         if total <= u128::from(self.bytes) {
             return Ok(());
         }
