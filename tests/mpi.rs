@@ -343,5 +343,12 @@ fn a_killed_rank_costs_nothing_journaled_and_the_run_resumes() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout == reference.stdout, "the resumed CSV differs");
     assert_eq!(records(&journal), 400);
+    // Complete now: rank 0 starts no pool, and the worker ranks are still let go.
+    let (code, stdout, stderr, _) = mpirun(3, false, &args, &[], Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout == reference.stdout,
+        "the CSV from the journal differs"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
