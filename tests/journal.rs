@@ -462,3 +462,83 @@ fn values_that_are_not_finite_are_recorded_as_computed() {
     assert!(resumed.stdout.contains("not_finite"), "{}", resumed.stdout);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_costs_no_result() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("journal-full");
+    let path = dir.join("j");
+    // Small samples (the shared context's objects, which the limit also bounds, stay under
+    // 20000 bytes) and many widths (a journal of about 45000).
+    let sweep = [
+        "--samples",
+        "500",
+        "--widths",
+        "0.1:1.5:1000",
+        "-w",
+        "2",
+        "--format",
+        "csv",
+    ];
+    let clean = run(&sweep);
+    assert_eq!(clean.code, Some(0), "{}", clean.stderr);
+    // The file size limit stops the journal part-way, as a full disk would (EFBIG, with
+    // SIGXFSZ ignored, in the coordinator and its workers only).
+    let mut args = sweep.to_vec();
+    args.extend(["--journal", path_str(&path)]);
+    let mut cmd = crate::common::coordinator();
+    cmd.args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls: signal and setrlimit.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 20_000,
+                rlim_max: 20_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start coordinator");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = crate::common::watch(
+        &mut child,
+        &["--journal (size-limited)"],
+        Duration::from_secs(60),
+    );
+    let (stdout, stderr) = (o.join().unwrap(), e.join().unwrap());
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the run goes on without its journal")
+            && stderr.contains("the report is complete, the journal is not"),
+        "{stderr}"
+    );
+    assert_eq!(stdout, clean.stdout, "the report lost results");
+    let held = records(&path);
+    assert!((1..1000).contains(&held), "{held} records");
+    // What it did record is good: a resume runs the rest.
+    let mut args = sweep.to_vec();
+    args.extend(["--resume", path_str(&path)]);
+    let resumed = run(&args);
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    assert_eq!(resumed.stdout, clean.stdout);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -212,11 +212,10 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
             ));
         }
     }
-    if let (Some(path), Some(error)) = (&report.journal.path, &report.journal.error) {
+    if let Some(error) = &report.journal.error {
+        // The error names the journal.
         parts.push(format!(
-            "the journal {} could not be written ({error}); the report is complete, the \
-             journal is not",
-            path.display()
+            "{error}; the report is complete, the journal is not"
         ));
     }
     if !parts.is_empty() {
