@@ -233,3 +233,114 @@ pub fn csv_rows(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
         .collect();
     (header, rows)
 }
+
+/// A coordinator running in the background: stdout drained on a thread, stderr line by
+/// line, so that a test can wait for a line (never for a time) before acting.
+pub struct Background {
+    pub child: Child,
+    args: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: String,
+}
+
+/// Starts `coordinator args..` with `env` added, in the background.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Background {
+    let mut child = coordinator()
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coordinator");
+    let mut out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Background {
+        child,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        stdout: Some(stdout),
+        lines,
+        stderr: String::new(),
+    }
+}
+
+impl Background {
+    /// Waits (at most `limit`, a watchdog) for a stderr line containing `needle`; false if
+    /// stderr ended first.
+    pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr.push_str(&line);
+                    self.stderr.push('\n');
+                    if line.contains(needle) {
+                        return true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "coordinator {:?}: no stderr line with {needle:?} within {limit:?}; \
+                         stderr so far:\n{}",
+                        self.args, self.stderr
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the coordinator.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory effects; the pid is our child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the coordinator under the watchdog (`limit`) and collects its output.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let status = watch(&mut self.child, &args, limit);
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().expect("stdout reader"))
+            .unwrap_or_default();
+        while let Ok(line) = self.lines.recv() {
+            self.stderr.push_str(&line);
+            self.stderr.push('\n');
+        }
+        Run {
+            code: status.code(),
+            stdout,
+            stderr: std::mem::take(&mut self.stderr),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no coordinator behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -172,3 +172,104 @@ fn a_stray_worker_marker_is_ignored_with_a_warning() {
     drop(ours);
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn long_inputs_are_quoted_at_most_about_200_bytes() {
+    let long = "7".repeat(10_000);
+    let dir = scratch("long-input");
+    let bad_line = dir.join("long-line.csv");
+    std::fs::write(&bad_line, format!("1,2\n{long}x,1\n")).unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["--widths".into(), format!("1,{long}x")],
+        vec!["--widths".into(), format!("1:2:{long}")],
+        vec!["--widths".into(), format!("1,,{long}")],
+        vec!["--point".into(), format!("1,{long}x")],
+        vec!["--mean".into(), format!("{long}x,0")],
+        vec!["--chunksize".into(), long.clone()],
+        vec!["--max-memory".into(), format!("{long}Q")],
+        vec!["--samples".into(), format!("{long}x")],
+        vec!["--workers".into(), format!("{long}x")],
+        vec![format!("--{long}")],
+        vec!["--data".into(), bad_line.to_str().unwrap().to_owned()],
+        vec![
+            "bench".into(),
+            "scaling".into(),
+            "--workers".into(),
+            format!("1,{long}x"),
+        ],
+    ];
+    for args in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&args);
+        let shown: Vec<&str> = args.iter().map(|a| &a[..a.len().min(20)]).collect();
+        assert_eq!(r.code, Some(2), "{shown:?}: {}", r.stderr);
+        assert!(
+            r.stderr.len() < 1000 && r.stderr.lines().all(|l| l.len() < 600),
+            "{shown:?}: {} bytes on stderr: {}",
+            r.stderr.len(),
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("bytes)") || r.stderr.contains("line 2"),
+            "{shown:?}: the cut is not said: {}",
+            r.stderr
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn what_would_not_fit_is_refused_before_it_is_allocated() {
+    // 100 million samples of 1000 dimensions: 800 GB, refused before a sample is drawn.
+    assert_usage_error(
+        &["--samples", "1e8", "--dims", "1000"],
+        "800000000000 + index",
+    );
+    assert_usage_error(&["--data", "/dev/zero"], "not a regular file");
+    // A file larger than the budget is refused before it is read (a sparse file: no disk).
+    let dir = scratch("huge-file");
+    let huge = dir.join("huge.csv");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    assert_usage_error(&["--data", huge.to_str().unwrap()], "huge.csv");
+    assert_usage_error(
+        &["--data", huge.to_str().unwrap(), "--max-memory", "1G"],
+        "--max-memory 1G",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Chunk sizes whose doubling would overflow: refused, never a hang (under the watchdog).
+    for chunk in ["9223372036854775808", "18446744073709551615", "16777217"] {
+        assert_usage_error(&["--chunksize", chunk], "--chunksize must be");
+        assert_usage_error(
+            &["bench", "overhead", "--chunksize", chunk],
+            "--chunksize must be",
+        );
+    }
+    let r = run(&["--chunksize", "16777216", "--widths", "0.5,1", "-w", "1"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
+
+#[test]
+fn a_failed_row_names_a_real_pid_and_attempt() {
+    use crate::common::run_env;
+    use std::time::Duration;
+    for (fault, extra) in [
+        ("abort-on=3", &["--retries", "1"][..]),
+        ("hang-on=3", &["--job-timeout", "0.5"][..]),
+    ] {
+        let mut args = vec!["--widths", "0.1:1.2:12", "-w", "2", "--chunksize", "1"];
+        args.extend_from_slice(extra);
+        args.extend(["--format", "csv"]);
+        let r = run_env(&args, &[("PROCPOOL_FAULT", fault)], Duration::from_secs(60));
+        assert_eq!(r.code, Some(1), "{fault}: {}", r.stderr);
+        let failed: Vec<&str> = r.stdout.lines().filter(|l| l.contains("failed")).collect();
+        assert_eq!(failed.len(), 1, "{fault}: {}", r.stdout);
+        for bad in ["pid 0", "attempt 0", "started 0", "job 0"] {
+            assert!(!failed[0].contains(bad), "{fault}: {:?}", failed[0]);
+            assert!(!r.stderr.contains(bad), "{fault}: {}", r.stderr);
+        }
+        assert!(failed[0].contains("pid "), "{fault}: {:?}", failed[0]);
+    }
+}

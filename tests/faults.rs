@@ -2,7 +2,7 @@
 //! a job that aborts its worker, hostile frames, a hung job, signals to the coordinator,
 //! and the coordinator itself SIGKILLed. Every run is under a watchdog.
 
-use crate::common::{coordinator, density_bits, json, lscv_bits, run, run_with};
+use crate::common::{coordinator, density_bits, json, lscv_bits, run, run_env, run_with, spawn};
 use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -222,18 +222,18 @@ fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
         "--chunksize",
         "1",
     ];
-    let out = coordinator()
-        .args(args)
-        .env("PROCPOOL_FAULT", "abort-on=5")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = run_env(
+        &args,
+        &[("PROCPOOL_FAULT", "abort-on=5")],
+        Duration::from_secs(60),
+    );
+    let stderr = &out.stderr;
+    assert_eq!(out.code, Some(1), "{stderr}");
     assert!(
         stderr.contains("1 of 12 jobs failed: pos 5 (h = 0.6)"),
         "{stderr}"
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let error = v["results"][5]["error"].as_str().unwrap();
     // Charged three crashes; one more run if it first died among other jobs (uncharged).
     assert!(
@@ -247,8 +247,8 @@ fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
     );
     assert_eq!(v["failed"], 1);
     // The table says the choice was made among the widths that finished.
-    let table = coordinator()
-        .args([
+    let table = run_env(
+        &[
             "--widths",
             "0.1:1.2:12",
             "-w",
@@ -256,12 +256,12 @@ fn a_job_that_aborts_its_worker_fails_after_its_retries_and_only_it() {
             "--chunksize",
             "1",
             "-q",
-        ])
-        .env("PROCPOOL_FAULT", "abort-on=5")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&table.stdout);
-    assert_eq!(table.status.code(), Some(1));
+        ],
+        &[("PROCPOOL_FAULT", "abort-on=5")],
+        Duration::from_secs(60),
+    );
+    let text = &table.stdout;
+    assert_eq!(table.code, Some(1));
     assert!(
         text.contains("(among the 11 of 12 widths that finished)"),
         "{text}"
@@ -299,13 +299,9 @@ fn hostile_frames_are_protocol_errors_and_the_worker_is_replaced() {
         ("oversize-after=1", "over the limit"),
         ("truncate-after=3", "middle of a frame"),
     ] {
-        let out = coordinator()
-            .args(args)
-            .env("PROCPOOL_FAULT", fault)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{fault}: {stderr}");
+        let out = run_env(&args, &[("PROCPOOL_FAULT", fault)], Duration::from_secs(60));
+        let stderr = &out.stderr;
+        assert_eq!(out.code, Some(0), "{fault}: {stderr}");
         assert!(
             stderr.contains(needle),
             "{fault}: no {needle:?} in\n{stderr}"
@@ -314,20 +310,20 @@ fn hostile_frames_are_protocol_errors_and_the_worker_is_replaced() {
             stderr.contains("worker pid"),
             "{fault}: worker not named:\n{stderr}"
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(density_bits(&v), density_bits(&clean), "{fault}");
     }
 }
 
 #[test]
 fn a_worker_of_another_protocol_version_is_refused_at_the_handshake() {
-    let out = coordinator()
-        .args(["-w", "2"])
-        .env("PROCPOOL_FAULT", "version=99")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let out = run_env(
+        &["-w", "2"],
+        &[("PROCPOOL_FAULT", "version=99")],
+        Duration::from_secs(60),
+    );
+    let stderr = &out.stderr;
+    assert_eq!(out.code, Some(1), "{stderr}");
     assert!(stderr.contains("speaks protocol version 99"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
@@ -350,9 +346,9 @@ fn a_hung_job_times_out_and_the_rest_completes() {
         Duration::from_secs(60),
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let start = Instant::now();
-    let hung = coordinator()
-        .args([
+    // Under a watchdog: a job timeout that did not fire would otherwise hang the test.
+    let hung = run_env(
+        &[
             "--format",
             "json",
             "--widths",
@@ -363,21 +359,41 @@ fn a_hung_job_times_out_and_the_rest_completes() {
             "1",
             "--job-timeout",
             "0.5",
-        ])
-        .env("PROCPOOL_FAULT", "hang-on=3")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&hung.stderr);
-    assert_eq!(hung.status.code(), Some(1), "{stderr}");
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        start.elapsed()
+        ],
+        &[("PROCPOOL_FAULT", "hang-on=3")],
+        Duration::from_secs(60),
     );
-    let v: serde_json::Value = serde_json::from_slice(&hung.stdout).unwrap();
+    let stderr = &hung.stderr;
+    assert_eq!(hung.code, Some(1), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&hung.stdout).unwrap();
     let error = v["results"][3]["error"].as_str().unwrap();
     assert!(error.contains("exceeded its timeout of 500ms"), "{error}");
     assert_eq!(v["failed"], 1);
+}
+
+#[test]
+fn a_signal_after_the_last_result_does_not_discard_a_complete_run() {
+    let args = ["--widths", "0.1:1.2:12", "-w", "2", "--format", "csv"];
+    let clean = run(&args);
+    assert_eq!(clean.code, Some(0), "{}", clean.stderr);
+    for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        // The test hook holds the coordinator after its last result until a signal comes.
+        let mut bg = spawn(&args, &[("COORDINATOR_TEST_HOOK", "pause-after-results")]);
+        assert!(
+            bg.wait_for_stderr("every result is in", Duration::from_secs(60)),
+            "{name}: the hook never paused"
+        );
+        bg.signal(sig);
+        let r = bg.finish(Duration::from_secs(60));
+        assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("caught {name} after the last result")),
+            "{name}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stdout, clean.stdout, "{name}");
+    }
 }
 
 fn check_signal(sig: i32, code: i32, name: &str) {

@@ -5,6 +5,7 @@ mod common;
 mod demos;
 mod errors;
 mod faults;
+mod journal;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod outputs;

@@ -2,7 +2,7 @@
 //! backend, over shared memory and over TCP; idle ranks do not spin; a rank that crashes
 //! takes the job down promptly; the bench runs under mpirun too.
 
-use crate::common::{coordinator, density_bits, json, lscv_bits, run};
+use crate::common::{density_bits, json, lscv_bits, run, run_with};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -255,11 +255,100 @@ fn a_rank_that_crashes_takes_the_job_down_promptly() {
 
 #[test]
 fn the_mpi_backend_outside_mpirun_is_a_clear_error() {
-    let out = coordinator()
-        .args(["--backend", "mpi", "--widths", "1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(stderr.contains("at least 2 ranks"), "{stderr}");
+    let out = run_with(
+        &["--backend", "mpi", "--widths", "1"],
+        Duration::from_secs(60),
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("at least 2 ranks"), "{}", out.stderr);
+}
+
+/// The MPI rank of a process started by mpirun, from its environment.
+fn rank_of(pid: u32) -> Option<u32> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|&b| b == 0).find_map(|var| {
+        let var = std::str::from_utf8(var).ok()?;
+        var.strip_prefix("OMPI_COMM_WORLD_RANK=")?.parse().ok()
+    })
+}
+
+#[test]
+fn a_killed_rank_costs_nothing_journaled_and_the_run_resumes() {
+    use crate::journal::records;
+    let dir = crate::common::scratch("mpi-journal");
+    let journal = dir.join("sweep.journal");
+    let journal_arg = journal.to_str().unwrap();
+    let sweep = [
+        "--select",
+        "lscv",
+        "--samples",
+        "6000",
+        "--widths",
+        "0.05:1.5:400",
+        "--chunksize",
+        "1",
+        "--format",
+        "csv",
+    ];
+    let reference = run(&[&sweep[..], &["--backend", "process", "-w", "2"]].concat());
+    assert_eq!(reference.code, Some(0), "{}", reference.stderr);
+    // Rank 0 journals as results arrive; once it holds some, a worker rank is SIGKILLed and
+    // MPI ends the whole job.
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-n", "3", "--allow-run-as-root", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_coordinator"))
+        .args(sweep)
+        .args(["--backend", "mpi", "--journal", journal_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("mpirun");
+    let start = Instant::now();
+    let mut victim = None;
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mpirun did not end within 120 s (victim {victim:?})");
+        }
+        if victim.is_none() && records(&journal) >= 40 {
+            let worker = coordinators_under(child.id())
+                .into_iter()
+                .find(|&p| rank_of(p).is_some_and(|r| r > 0));
+            if let Some(pid) = worker {
+                // SAFETY: kill(2) has no memory effects; the pid is one of mpirun's ranks.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                victim = Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        victim.is_some(),
+        "the run ended before a rank could be killed"
+    );
+    assert!(
+        !status.success(),
+        "mpirun succeeded after a rank was killed"
+    );
+    let held = records(&journal);
+    assert!(
+        (40..400).contains(&held),
+        "{held} records in the journal after the kill"
+    );
+    // Resumed under mpirun: only the missing widths run; the CSV is the uninterrupted one.
+    let mut args = sweep.to_vec();
+    args.extend(["--backend", "mpi", "--resume", journal_arg]);
+    let (code, stdout, stderr, _) = mpirun(3, false, &args, &[], Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout == reference.stdout, "the resumed CSV differs");
+    assert_eq!(records(&journal), 400);
+    // Complete now: rank 0 starts no pool, and the worker ranks are still let go.
+    let (code, stdout, stderr, _) = mpirun(3, false, &args, &[], Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout == reference.stdout,
+        "the CSV from the journal differs"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

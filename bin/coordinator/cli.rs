@@ -222,7 +222,8 @@ pub struct RunArgs {
     /// [default: 0.1,0.2,..,1.2, the seed's table].
     #[arg(long, value_name = "SPEC")]
     pub widths: Option<String>,
-    /// Jobs per message to a worker: a number, or auto (measure, then choose).
+    /// Jobs per message to a worker: a number (at most 16777216), or auto (measure, then
+    /// choose).
     #[arg(short, long, value_name = "N|auto", default_value = "auto")]
     pub chunksize: String,
     /// Output format. The table rounds densities and errors to 6 significant digits for
@@ -244,9 +245,21 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub select: Option<SelectArg>,
     /// Run a cross-validation sweep even when its estimated cost is over the budget (60 s
-    /// of one core; see the README).
+    /// of one core; see the README), and let --journal replace an existing file.
     #[arg(long)]
     pub force: bool,
+    /// Record each finished width in FILE as it arrives (an append-only, checksummed
+    /// journal, synced to disk at least once a second and at the end: a killed coordinator
+    /// loses nothing recorded, a machine crash at most the last second), so that a run that
+    /// dies can be continued with --resume FILE. An existing FILE is refused unless --force.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub journal: Option<PathBuf>,
+    /// Continue the run recorded in the journal FILE: check that it is the same run (exit
+    /// 2 naming the first setting that differs), drop a record cut short by a crash, run
+    /// only the widths it lacks (appending them to FILE), and print the report an
+    /// uninterrupted run prints. With every width recorded, no worker is started.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
     /// Memory the samples and the workers' shared context may take, e.g. 8G, 512M or 1e9
     /// bytes [default: half the physical memory].
     #[arg(long, value_name = "SIZE")]
@@ -285,7 +298,8 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     match t.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9.0e15 => Ok(x as u64),
         _ => Err(format!(
-            "expected a whole number such as 10000 or 1e6, got {s:?}"
+            "expected a whole number such as 10000 or 1e6, got {}",
+            crate::error::quote(s)
         )),
     }
 }

@@ -3,7 +3,7 @@
 //! process starts. Every error names the flag and the offending value.
 
 use crate::cli::{BackendArg, Format, RunArgs, SelectArg};
-use crate::error::AppError;
+use crate::error::{AppError, quote};
 use crate::memory::Budget;
 use parzen::{Gaussian, LoadLimits, Samples};
 use procpool::{Backend, Chunk, MAX_WORKERS};
@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub select: SelectArg,
     /// Run a cross-validation sweep over its cost budget.
     pub force: bool,
+    /// The results journal to write or resume, if any.
+    pub journal: Option<crate::journal::Plan>,
 }
 
 /// Parses a comma-separated list of finite numbers given to `flag`.
@@ -88,13 +90,35 @@ pub fn parse_floats(flag: &str, s: &str) -> Result<Vec<f64>, AppError> {
                     i + 1
                 ))),
                 Err(_) if item.is_empty() => Err(AppError::usage(format!(
-                    "{flag}: value {} of {s:?} is empty",
-                    i + 1
+                    "{flag}: value {} of {} is empty",
+                    i + 1,
+                    quote(s)
                 ))),
-                Err(_) => Err(AppError::usage(format!("{flag}: {item:?} is not a number"))),
+                Err(_) => Err(AppError::usage(format!(
+                    "{flag}: {} is not a number",
+                    quote(item)
+                ))),
             }
         })
         .collect()
+}
+
+/// Most jobs per message `--chunksize` takes: more than any sweep has widths, and far
+/// from where the pool's arithmetic on it could overflow.
+pub const MAX_CHUNKSIZE: usize = 1 << 24;
+
+/// Parses `--chunksize`: `auto`, or a whole number from 1 to [`MAX_CHUNKSIZE`].
+pub fn parse_chunk(s: &str) -> Result<Chunk, AppError> {
+    match s.parse::<Chunk>() {
+        Ok(Chunk::Fixed(n)) if n > MAX_CHUNKSIZE => Err(AppError::usage(format!(
+            "--chunksize must be a whole number from 1 to {MAX_CHUNKSIZE} or \"auto\", got {n}"
+        ))),
+        Ok(chunk) => Ok(chunk),
+        Err(_) => Err(AppError::usage(format!(
+            "--chunksize must be a whole number from 1 to {MAX_CHUNKSIZE} or \"auto\", got {}",
+            quote(s)
+        ))),
+    }
 }
 
 /// The number of workers to use by default: the CPUs this process may run on.
@@ -133,6 +157,22 @@ impl RunConfig {
                 crate::output::check_output_path(flag, path, "svg")?;
             }
         }
+        let journal = match (&args.journal, &args.resume) {
+            (Some(path), _) => Some(crate::journal::Plan {
+                path: path.clone(),
+                mode: crate::journal::Mode::Create {
+                    overwrite: args.force,
+                },
+            }),
+            (None, Some(path)) => Some(crate::journal::Plan {
+                path: path.clone(),
+                mode: crate::journal::Mode::Resume,
+            }),
+            (None, None) => None,
+        };
+        if let Some(plan) = &journal {
+            crate::journal::check_path(plan)?;
+        }
         let workers = check_workers(args.workers.unwrap_or_else(default_workers))?;
         let backend = Backend::from(args.backend);
         let budget = Budget::from_arg(args.max_memory.as_deref())?;
@@ -160,12 +200,7 @@ impl RunConfig {
         } else {
             1
         };
-        let chunk: Chunk = args.chunksize.parse().map_err(|_| {
-            AppError::usage(format!(
-                "--chunksize must be a whole number >= 1 or \"auto\", got {:?}",
-                args.chunksize
-            ))
-        })?;
+        let chunk = parse_chunk(&args.chunksize)?;
         let job_timeout = match args.job_timeout {
             None => None,
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
@@ -229,7 +264,7 @@ impl RunConfig {
             return Err(AppError::usage(format!(
                 "--point has {} coordinates ({}) but the samples have {dims} dimensions",
                 point.len(),
-                args.point.as_deref().unwrap_or("")
+                quote(args.point.as_deref().unwrap_or(""))
             )));
         }
         let widths = match &args.widths {
@@ -263,6 +298,7 @@ impl RunConfig {
             plot: args.plot.clone(),
             select,
             force: args.force,
+            journal,
         })
     }
 }
@@ -277,11 +313,12 @@ pub fn check_memory(
     lscv: bool,
     copies: usize,
 ) -> Result<(), AppError> {
-    let samples = u128::from(n) * u128::from(d) * 8;
-    let index = crate::tasks::context_bytes(n, d, false) * copies as u128;
+    // u128 and saturating: no count a file or a flag can give overflows the sum.
+    let samples = (u128::from(n) * u128::from(d)).saturating_mul(8);
+    let index = crate::tasks::context_bytes(n, d, false).saturating_mul(copies as u128);
     let sorted = (crate::tasks::context_bytes(n, d, lscv)
         - crate::tasks::context_bytes(n, d, false))
-        * copies as u128;
+    .saturating_mul(copies as u128);
     let index_name = if copies > 1 {
         format!("index x {copies} ranks")
     } else {
@@ -357,6 +394,17 @@ fn gaussian_from_args(args: &RunArgs) -> Result<Gaussian, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_check_cannot_overflow() {
+        let budget = Budget {
+            bytes: u64::MAX,
+            origin: "test".into(),
+        };
+        let e = check_memory(&budget, u64::MAX, u64::MAX, true, 1024).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(check_memory(&budget, 1000, 1000, true, 4).is_ok());
+    }
 
     #[test]
     fn float_lists_name_the_bad_item() {

@@ -2,6 +2,61 @@
 
 use std::io;
 
+/// Most bytes of a user's input that a message quotes.
+pub const QUOTE_LIMIT: usize = 200;
+
+/// `s` as every message quotes a user's input: in double quotes with escapes, cut to about
+/// [`QUOTE_LIMIT`] bytes (on a character boundary) and then followed by its full length,
+/// `"0.1,0.2,0.3"` or `"0.1,0.2,..."... (123456 bytes)`, so that a long argument or line
+/// never floods the terminal.
+pub fn quote(s: &str) -> String {
+    if s.len() <= QUOTE_LIMIT {
+        return format!("{s:?}");
+    }
+    format!("{:?}... ({} bytes)", cut(s), s.len())
+}
+
+/// The first [`QUOTE_LIMIT`] bytes of `s` or fewer, ending on a character boundary.
+pub fn cut(s: &str) -> &str {
+    let mut end = QUOTE_LIMIT.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A message from elsewhere (clap's) with every single-quoted value longer than
+/// [`QUOTE_LIMIT`] bytes cut the same way [`quote`] cuts: `'xxx...' (5000 bytes)`; a line
+/// still far longer (a value with quotes inside) is cut too.
+pub fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(4096));
+    for line in message.split_inclusive('\n') {
+        let mut short = String::new();
+        let mut rest = line;
+        while let Some(open) = rest.find('\'') {
+            let Some(len) = rest[open + 1..].find('\'') else {
+                break;
+            };
+            let value = &rest[open + 1..open + 1 + len];
+            short.push_str(&rest[..=open]);
+            if value.len() > QUOTE_LIMIT {
+                short.push_str(&format!("{}...' ({} bytes)", cut(value), value.len()));
+            } else {
+                short.push_str(value);
+                short.push('\'');
+            }
+            rest = &rest[open + len + 2..];
+        }
+        short.push_str(rest);
+        if short.len() > 4 * QUOTE_LIMIT {
+            let newline = if short.ends_with('\n') { "\n" } else { "" };
+            short = format!("{}... ({} bytes){newline}", cut(&short), short.len());
+        }
+        out.push_str(&short);
+    }
+    out
+}
+
 /// Bad input is exit code 2; a run that could not complete is exit code 1.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -89,5 +144,43 @@ impl From<io::Error> for Outcome {
 impl From<procpool::Error> for Outcome {
     fn from(e: procpool::Error) -> Self {
         Outcome::Error(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_short_and_whole_characters() {
+        assert_eq!(quote("0.5,x"), "\"0.5,x\"");
+        let long = "x".repeat(5000);
+        let q = quote(&long);
+        assert_eq!(q, format!("\"{}\"... (5000 bytes)", "x".repeat(200)));
+        let wide = "é".repeat(300);
+        let q = quote(&wide);
+        assert!(q.ends_with("\"... (600 bytes)") && q.len() < 220, "{q}");
+    }
+
+    #[test]
+    fn long_quoted_values_in_other_messages_are_cut() {
+        let long = "y".repeat(1000);
+        let msg = format!("error: invalid value '{long}' for '--workers <N>': bad\n\nUsage: x\n");
+        let short = shorten_quoted(&msg);
+        assert_eq!(
+            short,
+            format!(
+                "error: invalid value '{}...' (1000 bytes) for '--workers <N>': bad\n\nUsage: x\n",
+                "y".repeat(200)
+            )
+        );
+        assert_eq!(shorten_quoted("a 'b' c\n"), "a 'b' c\n");
+        // An unmatched quote, or quotes inside the value: the line is cut as a whole.
+        let odd = format!("error: '{long}'{long}' x\n");
+        let short = shorten_quoted(&odd);
+        assert!(
+            short.len() < 4 * QUOTE_LIMIT && short.ends_with("bytes)\n"),
+            "{short}"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod demo;
 mod error;
+mod journal;
 mod memory;
 mod output;
 mod run;
@@ -150,24 +151,38 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     if let Some(path) = &cfg.plot {
         sweep_plot::draw(path, &report)?;
     }
-    if let (Some(path), Some(drawing)) = (&cfg.timeline, &drawing) {
-        drawing.draw(path)?;
+    match (&cfg.timeline, &drawing) {
+        (Some(path), Some(drawing)) => drawing.draw(path)?,
+        (Some(path), None) => eprintln!(
+            "coordinator: --timeline {}: not drawn: no worker started (every width came from \
+             the journal)",
+            path.display()
+        ),
+        (None, _) => {}
     }
-    if let Some(signal) = interrupts.caught() {
+    // Only a signal that cut the run short counts: one after the last result does not.
+    if let Some(signal) = report.signal {
         return Err(AppError::Interrupted {
             signal,
             message: format!(
-                "interrupted by {}: {} of {} widths finished, every worker stopped and reaped",
+                "interrupted by {}: {} of {} widths finished, every worker stopped and reaped{}",
                 signals::name(signal),
                 report.results.len() - report.failed,
-                report.results.len()
+                report.results.len(),
+                match &report.journal.path {
+                    Some(path) if report.journal.error.is_none() => format!(
+                        "; the finished widths are in the journal: continue with --resume {}",
+                        path.display()
+                    ),
+                    _ => String::new(),
+                }
             ),
         }
         .into());
     }
+    let mut parts = Vec::new();
     if report.unsuccessful() > 0 {
         let name = |r: &run::Row| format!("pos {} (h = {})", r.pos, output::num(r.h));
-        let mut parts = Vec::new();
         if report.failed > 0 {
             let which: Vec<String> = report
                 .results
@@ -196,6 +211,14 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
                 which.join("; ")
             ));
         }
+    }
+    if let Some(error) = &report.journal.error {
+        // The error names the journal.
+        parts.push(format!(
+            "{error}; the report is complete, the journal is not"
+        ));
+    }
+    if !parts.is_empty() {
         return Err(AppError::failed(parts.join("; ")).into());
     }
     Ok(())
@@ -205,8 +228,14 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
 /// coloured as clap decides (never under NO_COLOR or off a terminal); exit code 2 for
 /// errors, 0 for --help and --version.
 fn clap_exit(e: &clap::Error) -> ExitCode {
-    // A reader that went away (`coordinator --help | head -1`) is not an error.
-    let _ = e.print();
+    let plain = e.render().to_string();
+    if e.use_stderr() && plain.lines().any(|l| l.len() > 2 * error::QUOTE_LIMIT) {
+        // clap quotes the value it could not use whole: a long one is cut (uncoloured).
+        let _ = io::stderr().write_all(error::shorten_quoted(&plain).as_bytes());
+    } else {
+        // A reader that went away (`coordinator --help | head -1`) is not an error.
+        let _ = e.print();
+    }
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 

@@ -4,7 +4,7 @@
 //! for the machine is refused with exit code 2 and the numbers, not killed by the OOM
 //! killer half-way.
 
-use crate::error::AppError;
+use crate::error::{AppError, quote};
 
 /// Share of the physical memory the default budget allows.
 pub const DEFAULT_SHARE: f64 = 0.5;
@@ -67,7 +67,7 @@ impl Budget {
     /// Refuses (exit code 2) when the `parts` (what, bytes) add up to more than the
     /// budget, naming every part, the total and the budget.
     pub fn check(&self, purpose: &str, parts: &[(&str, u128)]) -> Result<(), AppError> {
-        let total: u128 = parts.iter().map(|(_, b)| b).sum();
+        let total = parts.iter().fold(0u128, |t, (_, b)| t.saturating_add(*b));
         if total <= u128::from(self.bytes) {
             return Ok(());
         }
@@ -120,18 +120,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" | "TB" | "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => {
             return Err(format!(
-                "{s:?} has an unknown unit {unit:?}; expected bytes (1e9) or K, M, G, T (8G, 512M)"
+                "{} has an unknown unit {}; expected bytes (1e9) or K, M, G, T (8G, 512M)",
+                quote(s),
+                quote(unit)
             ));
         }
     };
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 8G, 512M or 1e9"))?;
+        .map_err(|_| format!("{} is not a size such as 8G, 512M or 1e9", quote(s)))?;
     let bytes = value * scale;
     if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
         return Err(format!(
-            "{s:?} is {bytes} bytes; a size must be at least 1 byte and below 2^64"
+            "{} is {bytes} bytes; a size must be at least 1 byte and below 2^64",
+            quote(s)
         ));
     }
     Ok(bytes.round() as u64)

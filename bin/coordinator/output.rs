@@ -258,11 +258,19 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    writeln!(
-        out,
-        "pool:    {} backend, {} workers (pids {pids}), chunksize {chunk}",
-        r.backend, r.workers
-    )?;
+    if r.pids.is_empty() {
+        writeln!(
+            out,
+            "pool:    {} backend, no worker started: every width came from the journal",
+            r.backend
+        )?;
+    } else {
+        writeln!(
+            out,
+            "pool:    {} backend, {} workers (pids {pids}), chunksize {chunk}",
+            r.backend, r.workers
+        )?;
+    }
     writeln!(out)?;
     let hs: Vec<String> = r.results.iter().map(|row| sig_trim(row.h, d)).collect();
     let h_width = hs.iter().map(String::len).max().unwrap_or(1).max(1);
@@ -398,13 +406,31 @@ fn write_table(out: &mut dyn Write, r: &Report) -> io::Result<()> {
             r.results.len()
         )?;
     }
-    writeln!(
-        out,
-        "{} widths in {:.1} ms (workers ready after {:.1} ms)",
-        r.results.len(),
-        r.elapsed_s * 1e3,
-        r.ready_s * 1e3
-    )
+    if let (true, Some(path)) = (r.journal.resumed, &r.journal.path) {
+        writeln!(
+            out,
+            "{} of {} widths from the journal {}",
+            r.journal.recovered,
+            r.results.len(),
+            path.display()
+        )?;
+    }
+    if r.pids.is_empty() {
+        writeln!(
+            out,
+            "{} widths in {:.1} ms (no worker started)",
+            r.results.len(),
+            r.elapsed_s * 1e3
+        )
+    } else {
+        writeln!(
+            out,
+            "{} widths in {:.1} ms (workers ready after {:.1} ms)",
+            r.results.len(),
+            r.elapsed_s * 1e3,
+            r.ready_s * 1e3
+        )
+    }
 }
 
 /// The sweep's CSV header.

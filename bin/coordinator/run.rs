@@ -7,11 +7,12 @@
 use crate::cli::SelectArg;
 use crate::config::{RunConfig, Source};
 use crate::error::AppError;
+use crate::journal;
 use crate::signals::{self, Interrupts};
 use crate::tasks::{Estimate, ParzenJob, SweepContext};
 use crate::timeline::Drawing;
 use parzen::LscvView;
-use procpool::{Error, JobError, Pool};
+use procpool::{Error, JobError, Journal, Pool};
 use serde::Serialize;
 use std::time::Instant;
 use tracing::info;
@@ -232,6 +233,13 @@ pub struct Report {
     pub not_finite: usize,
     /// The cross-validation's estimated cost, when it ran.
     pub lscv_cost: Option<LscvCost>,
+    /// The signal that cut the run short (not printed: `interrupted` names it).
+    #[serde(skip)]
+    pub signal: Option<i32>,
+    /// What the results journal did (not printed in JSON, which is the same with or
+    /// without one; the table says how many widths came from it).
+    #[serde(skip)]
+    pub journal: journal::Outcome,
 }
 
 impl Report {
@@ -275,8 +283,9 @@ pub fn lscv_cost(view: &LscvView<'_>, widths: &[f64]) -> LscvCost {
     cost
 }
 
-/// Refuses a cross-validation sweep estimated over [`LSCV_BUDGET_S`] (exit code 2).
-fn check_lscv_cost(cost: LscvCost, cfg: &RunConfig) -> Result<(), AppError> {
+/// Refuses a cross-validation of `widths` widths estimated over [`LSCV_BUDGET_S`] (exit
+/// code 2).
+fn check_lscv_cost(cost: LscvCost, widths: usize, cfg: &RunConfig) -> Result<(), AppError> {
     if cost.seconds <= LSCV_BUDGET_S || cfg.force {
         return Ok(());
     }
@@ -285,7 +294,7 @@ fn check_lscv_cost(cost: LscvCost, cfg: &RunConfig) -> Result<(), AppError> {
          an estimated {:.0} s on one core ({} ns per pair and dimension), over the budget of \
          {LSCV_BUDGET_S} s; use fewer samples or smaller widths, --select none for the \
          densities alone, or --force to run it anyway",
-        cfg.widths.len(),
+        widths,
         cfg.samples.len(),
         cfg.samples.dims(),
         cost.pairs as f64,
@@ -298,31 +307,262 @@ fn check_lscv_cost(cost: LscvCost, cfg: &RunConfig) -> Result<(), AppError> {
     )))
 }
 
+/// The test hook `COORDINATOR_TEST_HOOK=pause-after-results`: once every result is in,
+/// say so on stderr and wait (at most a minute) for a signal, so that a test can deliver
+/// one at exactly that moment. Unset, it does nothing.
+fn pause_after_results_if_asked(interrupts: &Interrupts) {
+    if std::env::var_os("COORDINATOR_TEST_HOOK").as_deref()
+        != Some(std::ffi::OsStr::new("pause-after-results"))
+    {
+        return;
+    }
+    eprintln!("coordinator: test hook: every result is in; waiting for a signal");
+    let start = Instant::now();
+    while interrupts.caught().is_none() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What running the missing widths on a pool produced, besides their rows.
+struct PoolRun {
+    workers: usize,
+    pids: Vec<u32>,
+    ready_s: f64,
+    chunksize_chosen: Option<usize>,
+    drawing: Option<Drawing>,
+}
+
+/// Appends `estimate` for `pos` to the journal; a journal that fails is reported once and
+/// closed, and the run goes on without it (the report must not pay for it).
+fn record(journal: &mut Option<Journal>, failure: &mut Option<String>, pos: u64, e: &Estimate) {
+    let Some(j) = journal.as_mut() else {
+        return;
+    };
+    if let Err(err) = j.append(pos, e) {
+        eprintln!("coordinator: {err}; the run goes on without its journal");
+        *failure = Some(err.to_string());
+        if let Some(j) = journal.take() {
+            let _ = j.finish();
+        }
+    }
+}
+
 /// Runs the sweep described by `cfg`: the report, and the run's timeline when
-/// `cfg.timeline` asks for one (drawn by the caller, after the report is out).
+/// `cfg.timeline` asks for one (drawn by the caller, after the report is out). With a
+/// journal to resume, only the widths it lacks are run, and none at all (no worker
+/// started) when it has them all.
 pub fn run(
     cfg: &RunConfig,
     interrupts: &Interrupts,
 ) -> Result<(Report, Option<Drawing>), AppError> {
     let started = Instant::now();
     let lscv = cfg.select == SelectArg::Lscv;
+    let n = cfg.widths.len() as u64;
     let context = SweepContext::new(&cfg.samples, &cfg.point, lscv)?;
+    // A journal to resume first: what is left to run is what the cost check weighs.
+    let mut opened = match &cfg.journal {
+        Some(plan) if plan.mode == journal::Mode::Resume => {
+            let opened = journal::resume(plan, cfg)?;
+            if let Some(torn) = opened.torn {
+                eprintln!("coordinator: {}", journal::torn_message(&plan.path, torn));
+            }
+            info!(
+                recovered = opened.recovered.len(),
+                widths = n,
+                "journal {}: resuming",
+                plan.path.display()
+            );
+            Some(opened)
+        }
+        _ => None,
+    };
+    let recovered = opened
+        .as_mut()
+        .map(|o| std::mem::take(&mut o.recovered))
+        .unwrap_or_default();
+    let todo: Vec<u64> = (0..n).filter(|p| !recovered.contains_key(p)).collect();
     let lscv_cost = match &context.lscv {
         Some(data) => {
             let view = data
                 .view()
                 .map_err(|e| AppError::failed(format!("lscv: {e}")))?;
+            // The report states the whole sweep's cost, as an uninterrupted run does; the
+            // budget weighs what this run computes.
             let cost = lscv_cost(&view, &cfg.widths);
             info!(
                 pairs = cost.pairs,
                 seconds = cost.seconds,
                 "lscv: estimated cost on one core"
             );
-            check_lscv_cost(cost, cfg)?;
+            let left = if todo.len() as u64 == n {
+                cost
+            } else {
+                let widths: Vec<f64> = todo.iter().map(|&p| cfg.widths[p as usize]).collect();
+                lscv_cost(&view, &widths)
+            };
+            check_lscv_cost(left, todo.len(), cfg)?;
             Some(cost)
         }
         None => None,
     };
+    if let Some(plan) = &cfg.journal {
+        if let journal::Mode::Create { .. } = plan.mode {
+            // Created only now that every check has passed: a refused run leaves no file.
+            opened = Some(journal::create(plan, cfg)?);
+        }
+    }
+    let mut journal = opened.map(|o| o.journal);
+    let mut journal_failure = None;
+    let dims = cfg.samples.dims();
+    let mut rows: Vec<Option<Row>> = cfg
+        .widths
+        .iter()
+        .enumerate()
+        .map(|(pos, &h)| {
+            let pos = pos as u64;
+            recovered
+                .get(&pos)
+                .map(|e| Row::finished(pos, h, dims, e.clone()))
+        })
+        .collect();
+    let from_journal = recovered.len();
+    drop(recovered);
+    let (pool_run, cut_short) = if todo.is_empty() {
+        info!("every width is in the journal: no worker started");
+        interrupts.finished();
+        // The workers the run was configured for (MPI: one per rank after 0, unless told).
+        let workers = if cfg.workers_given || !crate::mpi_backend(cfg.backend) {
+            cfg.workers
+        } else {
+            crate::mpi_workers().unwrap_or(cfg.workers)
+        };
+        let run = PoolRun {
+            workers,
+            pids: Vec::new(),
+            ready_s: 0.0,
+            chunksize_chosen: None,
+            drawing: None,
+        };
+        (run, false)
+    } else {
+        run_on_pool(
+            cfg,
+            context,
+            &todo,
+            &mut rows,
+            &mut journal,
+            &mut journal_failure,
+            interrupts,
+            started,
+        )?
+    };
+    if let Some(j) = journal {
+        if let Err(e) = j.finish() {
+            eprintln!("coordinator: {e}");
+            journal_failure = Some(e.to_string());
+        }
+    }
+    if !cut_short && interrupts.caught().is_none() {
+        pause_after_results_if_asked(interrupts);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let results: Vec<Row> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(pos, row)| {
+            row.unwrap_or_else(|| {
+                Row::failed(pos as u64, cfg.widths[pos], lscv, "no result".to_owned())
+            })
+        })
+        .collect();
+    // A signal that came after the last result changes nothing: the run is complete.
+    let signal = if cut_short { interrupts.caught() } else { None };
+    let interrupted = signal.map(|s| signals::name(s).to_owned());
+    let best = cfg.true_density.and_then(|truth| closest(&results, truth));
+    let selected = match cfg.select {
+        SelectArg::True => best.map(|b| Selected {
+            pos: b.pos,
+            h: b.h,
+            method: "true",
+        }),
+        SelectArg::Lscv => smallest_lscv(&results).map(|(pos, h)| Selected {
+            pos,
+            h,
+            method: "lscv",
+        }),
+        SelectArg::None => None,
+    };
+    let failed = results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    let not_finite = results
+        .iter()
+        .filter(|r| r.status == Status::NotFinite)
+        .count();
+    let report = Report {
+        schema: crate::output::SWEEP_SCHEMA,
+        backend: cfg.backend.to_string(),
+        workers: pool_run.workers,
+        pids: pool_run.pids,
+        samples: cfg.samples.len(),
+        dims,
+        source: match &cfg.source {
+            Source::Gaussian { gaussian, seed } => SourceReport::Gaussian {
+                mean: gaussian.mean().to_vec(),
+                cov: gaussian.cov().to_vec(),
+                seed: *seed,
+            },
+            Source::File(path) => SourceReport::File {
+                path: path.display().to_string(),
+            },
+        },
+        point: cfg.point.clone(),
+        true_density: cfg.true_density,
+        chunksize: cfg.chunk.to_string(),
+        chunksize_chosen: pool_run.chunksize_chosen,
+        results,
+        best,
+        failed,
+        elapsed_s,
+        ready_s: pool_run.ready_s,
+        interrupted,
+        select: select_name(cfg.select),
+        selected,
+        not_finite,
+        lscv_cost,
+        signal,
+        journal: journal::Outcome {
+            path: cfg.journal.as_ref().map(|p| p.path.clone()),
+            resumed: matches!(
+                cfg.journal,
+                Some(journal::Plan {
+                    mode: journal::Mode::Resume,
+                    ..
+                })
+            ),
+            recovered: from_journal,
+            error: journal_failure,
+        },
+    };
+    Ok((report, pool_run.drawing))
+}
+
+/// Runs the widths at `todo` on a pool built for `cfg`, filling their `rows` and recording
+/// each finished estimate in the journal as it arrives. Returns what the pool was, and
+/// whether a signal cut the run short (some width left unfinished).
+#[allow(clippy::too_many_arguments)]
+fn run_on_pool(
+    cfg: &RunConfig,
+    context: SweepContext,
+    todo: &[u64],
+    rows: &mut [Option<Row>],
+    journal: &mut Option<Journal>,
+    journal_failure: &mut Option<String>,
+    interrupts: &Interrupts,
+    started: Instant,
+) -> Result<(PoolRun, bool), AppError> {
+    let lscv = cfg.select == SelectArg::Lscv;
     let context_bytes = context.bytes();
     let mut builder = Pool::<ParzenJob>::builder()
         .backend(cfg.backend)
@@ -367,37 +607,49 @@ pub fn run(
         pool.workers()
     );
     let dims = cfg.samples.dims();
-    let jobs = cfg.widths.iter().map(|&h| ParzenJob { h });
-    let mut results: Vec<Row> = Vec::with_capacity(cfg.widths.len());
+    let h = |pos: u64| cfg.widths[pos as usize];
+    let jobs = todo.iter().map(|&pos| ParzenJob { h: h(pos) });
+    let mut done = 0;
     let mut stopped = None;
-    for (r, &h) in pool.imap(jobs).zip(&cfg.widths) {
-        let pos = results.len() as u64;
-        results.push(match r {
-            Ok(Ok(estimate)) => Row::finished(pos, h, dims, estimate),
-            Ok(Err(why)) => Row::failed(pos, h, lscv, why),
+    let mut cut_short = false;
+    for (r, &pos) in pool.imap(jobs).zip(todo) {
+        done += 1;
+        rows[pos as usize] = Some(match r {
+            Ok(Ok(estimate)) => {
+                record(journal, journal_failure, pos, &estimate);
+                Row::finished(pos, h(pos), dims, estimate)
+            }
+            // Failures are not recorded: a resumed run computes them again.
+            Ok(Err(why)) => Row::failed(pos, h(pos), lscv, why),
             Err(Error::Job {
                 error: JobError::Terminated,
                 ..
             }) if interrupts.caught().is_some() => {
-                Row::failed(pos, h, lscv, NOT_FINISHED.to_owned())
+                cut_short = true;
+                Row::failed(pos, h(pos), lscv, NOT_FINISHED.to_owned())
             }
-            Err(Error::Job { error, .. }) => Row::failed(pos, h, lscv, error.to_string()),
+            Err(Error::Job { error, .. }) => Row::failed(pos, h(pos), lscv, error.to_string()),
             Err(other) => {
+                done -= 1;
                 stopped = Some(other.to_string());
                 break;
             }
         });
     }
+    // From here on a signal cannot change a result: it is noted, and the report printed.
+    interrupts.finished();
     // Widths never reached (the pool stopped taking work): say so, one row each.
-    for (pos, &h) in cfg.widths.iter().enumerate().skip(results.len()) {
+    for &pos in &todo[done..] {
         let why = match (&stopped, interrupts.caught()) {
-            (_, Some(_)) => NOT_FINISHED.to_owned(),
+            (_, Some(_)) => {
+                cut_short = true;
+                NOT_FINISHED.to_owned()
+            }
             (Some(e), None) => e.clone(),
             (None, None) => "no result".to_owned(),
         };
-        results.push(Row::failed(pos as u64, h, lscv, why));
+        rows[pos as usize] = Some(Row::failed(pos, h(pos), lscv, why));
     }
-    let elapsed_s = started.elapsed().as_secs_f64();
     let chunksize_chosen = pool.chunk_choice().map(|c| c.chunksize);
     let workers = pool.workers();
     let timeline = cfg.timeline.as_ref().map(|_| {
@@ -417,62 +669,16 @@ pub fn run(
             workers
         ),
     });
-    let interrupted = interrupts.caught().map(|s| signals::name(s).to_owned());
-    let best = cfg.true_density.and_then(|truth| closest(&results, truth));
-    let selected = match cfg.select {
-        SelectArg::True => best.map(|b| Selected {
-            pos: b.pos,
-            h: b.h,
-            method: "true",
-        }),
-        SelectArg::Lscv => smallest_lscv(&results).map(|(pos, h)| Selected {
-            pos,
-            h,
-            method: "lscv",
-        }),
-        SelectArg::None => None,
-    };
-    let failed = results
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
-    let not_finite = results
-        .iter()
-        .filter(|r| r.status == Status::NotFinite)
-        .count();
-    let report = Report {
-        schema: crate::output::SWEEP_SCHEMA,
-        backend: cfg.backend.to_string(),
-        workers,
-        pids,
-        samples: cfg.samples.len(),
-        dims,
-        source: match &cfg.source {
-            Source::Gaussian { gaussian, seed } => SourceReport::Gaussian {
-                mean: gaussian.mean().to_vec(),
-                cov: gaussian.cov().to_vec(),
-                seed: *seed,
-            },
-            Source::File(path) => SourceReport::File {
-                path: path.display().to_string(),
-            },
+    Ok((
+        PoolRun {
+            workers,
+            pids,
+            ready_s,
+            chunksize_chosen,
+            drawing,
         },
-        point: cfg.point.clone(),
-        true_density: cfg.true_density,
-        chunksize: cfg.chunk.to_string(),
-        chunksize_chosen,
-        results,
-        best,
-        failed,
-        elapsed_s,
-        ready_s,
-        interrupted,
-        select: select_name(cfg.select),
-        selected,
-        not_finite,
-        lscv_cost,
-    };
-    Ok((report, drawing))
+        cut_short,
+    ))
 }
 
 /// The name of a selection rule, as JSON and the table print it.

@@ -1,7 +1,9 @@
 //! Ctrl-C and SIGTERM: the first one stops dispatch and kills every worker (the pool's
 //! owner then reaps them and reports what finished, exiting with 128 + the signal); a
 //! second one exits at once. Workers live in their own process group, so a terminal's
-//! Ctrl-C reaches only the coordinator and the shutdown is ours to run.
+//! Ctrl-C reaches only the coordinator and the shutdown is ours to run. A first signal
+//! that comes after the last result is only noted: the report is printed and the run ends
+//! as it would have without it.
 
 use procpool::Terminator;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -15,6 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct Interrupts {
     caught: Arc<AtomicI32>,
     building: Arc<AtomicBool>,
+    /// Every result is in: a signal no longer changes what is printed.
+    finished: Arc<AtomicBool>,
     pool: Arc<Mutex<Option<Terminator>>>,
     /// Handed to a pool's builder, so a signal stops the pool even while it starts.
     starting: Terminator,
@@ -36,6 +40,7 @@ impl Interrupts {
         let me = Interrupts {
             caught: Arc::new(AtomicI32::new(0)),
             building: Arc::new(AtomicBool::new(false)),
+            finished: Arc::new(AtomicBool::new(false)),
             pool: Arc::new(Mutex::new(None)),
             starting: Terminator::new(),
         };
@@ -47,6 +52,15 @@ impl Interrupts {
                     if seen.caught.swap(signal, Ordering::SeqCst) != 0 {
                         eprintln!("coordinator: second {}, exiting now", name(signal));
                         std::process::exit(128 + signal);
+                    }
+                    if seen.finished.load(Ordering::SeqCst) {
+                        // The results are all in: they are printed, and the run ends as
+                        // it would have (a second signal still exits at once).
+                        eprintln!(
+                            "coordinator: caught {} after the last result; printing the report",
+                            name(signal)
+                        );
+                        continue;
                     }
                     let pool = seen.pool.lock().unwrap_or_else(PoisonError::into_inner);
                     match pool.as_ref() {
@@ -94,6 +108,12 @@ impl Interrupts {
             terminator.terminate();
         }
         *slot = Some(terminator);
+    }
+
+    /// Every result is in (or the run has stopped taking them): from now on a first
+    /// signal is only noted, so that a complete run is never reported as interrupted.
+    pub fn finished(&self) {
+        self.finished.store(true, Ordering::SeqCst);
     }
 
     /// Forgets the pool (it is about to be dropped).

@@ -163,11 +163,11 @@ pub fn context_bytes(n: u64, d: u64, lscv: bool) -> u128 {
     let offsets = 2049 * 8;
     let index = u128::from(n) * 8 + offsets;
     let copy = if lscv {
-        u128::from(n) * u128::from(d) * 8
+        (u128::from(n) * u128::from(d)).saturating_mul(8)
     } else {
         0
     };
-    index + copy
+    index.saturating_add(copy)
 }
 
 impl Task for ParzenJob {

@@ -14,7 +14,7 @@ mod scaling;
 
 use crate::cli::{BenchArgs, Format, Suite};
 use crate::config::{check_workers, default_workers};
-use crate::error::{AppError, Outcome};
+use crate::error::{AppError, Outcome, quote};
 use crate::output::check_output_path;
 use crate::signals::Interrupts;
 use crate::sysinfo::SysInfo;
@@ -106,7 +106,9 @@ fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> Result<Vec<T>, AppEr
         Ok(v) if !v.is_empty() => Ok(v),
         Ok(_) => Err(AppError::usage(format!("{flag} is empty"))),
         Err(item) => Err(AppError::usage(format!(
-            "{flag}: {item:?} is not valid in {s:?}"
+            "{flag}: {} is not valid in {}",
+            quote(&item),
+            quote(s)
         ))),
     }
 }
@@ -171,12 +173,7 @@ pub fn run(
         ))
         .into());
     }
-    let chunk: Chunk = args.chunksize.parse().map_err(|_| {
-        AppError::usage(format!(
-            "--chunksize must be a whole number >= 1 or \"auto\", got {:?}",
-            args.chunksize
-        ))
-    })?;
+    let chunk: Chunk = crate::config::parse_chunk(&args.chunksize)?;
     if args.suite != Suite::Scaling {
         for (flag, given) in [
             ("--workload", args.workload.is_some()),

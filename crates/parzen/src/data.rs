@@ -87,7 +87,7 @@ const QUOTE_BYTES: usize = 200;
 
 /// `s` in double quotes, cut to about [`QUOTE_BYTES`] bytes (on a character boundary) with
 /// the full length said when cut.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     if s.len() <= QUOTE_BYTES {
         return format!("{s:?}");
     }

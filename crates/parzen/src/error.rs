@@ -56,8 +56,8 @@ pub enum Error {
     #[error("window width must be a finite number > 0, got {0}")]
     InvalidWidth(f64),
 
-    /// A width specification could not be parsed.
-    #[error("bad width spec {spec:?}: {reason}")]
+    /// A width specification could not be parsed (the spec quoted to about 200 bytes).
+    #[error("bad width spec {}: {reason}", crate::data::quote(spec))]
     WidthSpec {
         /// The offending item (or the whole spec when it is empty).
         spec: String,

@@ -36,7 +36,8 @@ pub fn parse_widths(spec: &str) -> Result<Vec<f64>> {
                 bad(
                     spec,
                     &format!(
-                        "COUNT {count_item:?} must be an integer from 1 to {MAX_LINSPACE_COUNT}"
+                        "COUNT {} must be an integer from 1 to {MAX_LINSPACE_COUNT}",
+                        crate::data::quote(count_item)
                     ),
                 )
             })?;
