@@ -1151,8 +1151,10 @@ impl Journal {
 
     /// Appends the `Ok` outputs of `items`, `(position, result)` pairs, as they pass by.
     ///
-    /// The adapter yields each pair unchanged, after its output is in the journal; a
-    /// journal error is yielded as `Err` and ends the iteration. Pair a pool's outputs with
+    /// The adapter yields each pair unchanged, after its output is in the journal. A
+    /// journal error never costs a result: the pair it failed to record is yielded first,
+    /// then the error as `Err`, which ends the iteration ([`Record::into_inner`] gives back
+    /// the rest of the stream, to go on without the journal). Pair a pool's outputs with
     /// their positions: `todo.iter().copied().zip(pool.imap(jobs))`, or
     /// `pool.imap_unordered(jobs).map(|t| (todo[t.pos as usize], t.result))`.
     pub fn record<I, O, E>(&mut self, items: I) -> Record<'_, I::IntoIter>
@@ -1163,6 +1165,7 @@ impl Journal {
         Record {
             journal: self,
             items: items.into_iter(),
+            error: None,
             done: false,
         }
     }
@@ -1233,7 +1236,17 @@ impl Drop for Journal {
 pub struct Record<'j, I> {
     journal: &'j mut Journal,
     items: I,
+    /// An append that failed, reported on the next call (after its item was yielded).
+    error: Option<JournalError>,
     done: bool,
+}
+
+impl<I> Record<'_, I> {
+    /// The stream not consumed yet (for example to go on without the journal after an
+    /// error).
+    pub fn into_inner(self) -> I {
+        self.items
+    }
 }
 
 impl<I, O, E> Iterator for Record<'_, I>
@@ -1247,11 +1260,14 @@ where
         if self.done {
             return None;
         }
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
         let (pos, result) = self.items.next()?;
         if let Ok(output) = &result {
             if let Err(e) = self.journal.append(pos, output) {
-                self.done = true;
-                return Some(Err(e));
+                self.error = Some(e);
             }
         }
         Some(Ok((pos, result)))
@@ -1802,11 +1818,22 @@ mod tests {
         ];
         let passed: Vec<_> = j.record(items.clone()).collect::<Result<_, _>>().unwrap();
         assert_eq!(passed, items);
-        // A conflicting output stops the stream with the journal's error.
-        let clash = vec![(5, Ok(output(6))), (8, Ok::<_, String>(output(8)))];
-        let out: Vec<_> = j.record(clash).collect();
-        assert_eq!(out.len(), 1);
-        assert!(matches!(out[0], Err(JournalError::Conflict { pos: 5, .. })));
+        // A conflicting output is still handed on, then the journal's error ends the
+        // stream; the rest is there to take without the journal.
+        let clash = vec![
+            (5, Ok(output(6))),
+            (8, Ok::<_, String>(output(8))),
+            (9, Ok(output(9))),
+        ];
+        let mut rec = j.record(clash);
+        assert_eq!(rec.next().unwrap().unwrap(), (5, Ok(output(6))));
+        assert!(matches!(
+            rec.next(),
+            Some(Err(JournalError::Conflict { pos: 5, .. }))
+        ));
+        assert!(rec.next().is_none());
+        let rest: Vec<_> = rec.into_inner().map(|(pos, _)| pos).collect();
+        assert_eq!(rest, [8, 9]);
         j.finish().unwrap();
         let (_, rec) = Journal::read(&path).unwrap();
         assert_eq!(rec.positions().collect::<Vec<_>>(), [5, 7]);

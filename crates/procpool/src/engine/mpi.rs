@@ -55,6 +55,15 @@ pub struct Mpi {
     _universe: mpi::environment::Universe,
 }
 
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mpi")
+            .field("rank", &self.world.rank())
+            .field("size", &self.world.size())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Initializes MPI (threads serialized). Every rank calls it first thing; then worker
 /// ranks call [`Mpi::serve_if_worker`].
 pub fn init() -> Result<Mpi, Error> {
@@ -418,6 +427,7 @@ impl<T: Task> MpiEngine<T> {
             return Err(SpawnError {
                 message: "an MPI rank cannot be started again: every worker rank is in use".into(),
                 transient: false,
+                os_error: None,
             });
         }
         let rank = self.next_rank;

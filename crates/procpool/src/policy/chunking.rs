@@ -104,7 +104,8 @@ impl Sizer {
         let by_time = self.ewma_ns.map_or(0, |ns| {
             (QUEUE_TARGET.as_nanos() as u64 / (ns + PER_JOB_OVERHEAD_NS)) as usize
         });
-        (2 * chunk)
+        chunk
+            .saturating_mul(2)
             .max(by_time)
             .min(MAX_IN_FLIGHT.max(chunk.saturating_mul(2)))
     }
@@ -249,6 +250,14 @@ mod tests {
         }
         assert!(s.size() < small, "{} jobs per chunk of 1 ms jobs", s.size());
         assert_eq!(s.size(), 1);
+    }
+
+    #[test]
+    fn a_huge_fixed_chunk_saturates_instead_of_wrapping() {
+        let mut s = Sizer::new(Chunk::Fixed(usize::MAX / 2 + 1), 2, false);
+        s.record_compute(1);
+        assert_eq!(s.cap(), usize::MAX);
+        assert_eq!(s.size(), usize::MAX / 2 + 1);
     }
 
     #[test]
