@@ -139,6 +139,37 @@ fn the_mpi_bench_runs_under_mpirun() {
     assert_eq!(v["identical"], true);
 }
 
+/// The overhead suite builds and drops many MPI pools in one mpirun (ready, round trips,
+/// throughput at two chunk sizes): whatever a rank sent late in one pool's session must
+/// never reach the next pool.
+#[test]
+fn many_mpi_pools_in_one_run_each_start_clean() {
+    let (code, stdout, stderr, _) = mpirun(
+        3,
+        false,
+        &[
+            "bench",
+            "overhead",
+            "--backends",
+            "mpi",
+            "--workers",
+            "2",
+            "--repeat",
+            "2",
+            "--jobs",
+            "2000",
+            "--format",
+            "json",
+        ],
+        &[],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("did not greet"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["rows"][0]["backend"], "mpi", "{stdout}");
+}
+
 /// CPU seconds a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

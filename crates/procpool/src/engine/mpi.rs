@@ -191,6 +191,10 @@ fn serve_worker(world: &SimpleCommunicator, registry: &Registry) -> i32 {
                 world.abort(3);
             }
         }
+        // The session's last message: an empty UP. Rank 0 reads up to it before the next
+        // session starts, so nothing this session sent late can reach the next pool (MPI
+        // keeps the order of messages between two ranks with the same tag).
+        root.send_with_tag(&[0u8; 0][..], TAG_UP);
     }
 }
 
@@ -349,6 +353,10 @@ pub(crate) struct MpiEngine<T: Task> {
     bytes_out: u64,
     bytes_in: u64,
     exited: Vec<WorkerKey>,
+    /// Per rank (index = rank): its session was told to end (BYE sent).
+    bye_sent: Vec<bool>,
+    /// Per rank: its session's end marker (an empty UP) arrived.
+    ended: Vec<bool>,
     _task: PhantomData<fn(T) -> T>,
 }
 
@@ -408,6 +416,8 @@ impl<T: Task> MpiEngine<T> {
             bytes_out,
             bytes_in: 0,
             exited: Vec::new(),
+            bye_sent: vec![false; usize::try_from(world.size()).unwrap_or(0)],
+            ended: vec![false; usize::try_from(world.size()).unwrap_or(0)],
             _task: PhantomData,
         })
     }
@@ -498,6 +508,16 @@ impl<T: Task> MpiEngine<T> {
                 .receive_vec_with_tag::<u8>(TAG_UP);
             got = true;
             self.bytes_in += msg.len() as u64;
+            if msg.is_empty() {
+                // The rank's session ended (after our BYE): nothing more comes from it.
+                if let Some(e) = usize::try_from(source)
+                    .ok()
+                    .and_then(|r| self.ended.get_mut(r))
+                {
+                    *e = true;
+                }
+                continue;
+            }
             if let Some(w) = self
                 .workers
                 .iter_mut()
@@ -537,6 +557,7 @@ impl<T: Task> MpiEngine<T> {
             );
             self.sending
                 .push(Sending::start(&world(), w.rank, vec![0], TAG_BYE));
+            mark(&mut self.bye_sent, w.rank);
             self.exited.push(key);
         }
     }
@@ -552,6 +573,7 @@ impl<T: Task> MpiEngine<T> {
             w.gone = true;
             self.sending
                 .push(Sending::start(&world(), w.rank, vec![0], TAG_BYE));
+            mark(&mut self.bye_sent, w.rank);
             self.exited.push(key);
         }
     }
@@ -561,17 +583,51 @@ impl<T: Task> MpiEngine<T> {
     }
 }
 
+/// Sets `flags[rank]`.
+fn mark(flags: &mut [bool], rank: i32) {
+    if let Some(f) = usize::try_from(rank).ok().and_then(|r| flags.get_mut(r)) {
+        *f = true;
+    }
+}
+
+/// Ends every session this engine started (each worker rank got one, spawned as a worker
+/// or not) and reads each rank's messages up to its end marker, so the next pool starts on
+/// a clean line. A rank finishes the chunk it holds first: an MPI rank cannot be stopped.
 impl<T: Task> Drop for MpiEngine<T> {
     fn drop(&mut self) {
-        for w in &self.workers {
-            if !w.gone {
-                world()
-                    .process_at_rank(w.rank)
+        let world = world();
+        for rank in 1..self.size {
+            if !usize::try_from(rank)
+                .ok()
+                .and_then(|r| self.bye_sent.get(r))
+                .copied()
+                .unwrap_or(true)
+            {
+                world
+                    .process_at_rank(rank)
                     .send_with_tag(&[0u8][..], TAG_BYE);
             }
         }
         for s in self.sending.drain(..) {
             s.wait();
+        }
+        for rank in 1..self.size {
+            if usize::try_from(rank)
+                .ok()
+                .and_then(|r| self.ended.get(r))
+                .copied()
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let from = world.process_at_rank(rank);
+            loop {
+                wait_for(|| from.immediate_probe_with_tag(TAG_UP));
+                let (msg, _) = from.receive_vec_with_tag::<u8>(TAG_UP);
+                if msg.is_empty() {
+                    break;
+                }
+            }
         }
     }
 }
