@@ -6,14 +6,17 @@
 //! it to `serve_if_worker` first. Every test runs under a watchdog; no test asserts how
 //! fast anything is (the deadlines here are the pool's own settings, not speed claims).
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use procpool::{Backend, Chunk, Pool, Process, Queue, QueueSender, Registry, Target, Task};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 // (Arc: shared flags between a test and its helper threads.)
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{check, watchdog};
 
 // ----- tasks ---------------------------------------------------------------------------
 
@@ -123,10 +126,6 @@ fn registry() -> Registry {
 
 // ----- helpers -------------------------------------------------------------------------
 
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
 fn quiet<T: Task>(workers: usize) -> procpool::PoolBuilder<T> {
     Pool::<T>::builder()
         .backend(Backend::Process)
@@ -175,26 +174,6 @@ fn gone_within(pid: u32, limit: Duration) -> bool {
 fn kill(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory effects; the pid is a process this test started.
     unsafe { libc::kill(pid as i32, signal) };
-}
-
-/// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
-fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(f).unwrap_or_else(|p| {
-                let text = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(format!("panicked: {text}").into())
-            });
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
-    })
 }
 
 // ----- tests ---------------------------------------------------------------------------

@@ -8,21 +8,24 @@
 //! a pool worker: `main` checks for both roles before anything else. Every test runs under
 //! a watchdog, and so does every child: a hang is a failure, never a stuck CI job.
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use procpool::journal::{Header, Journal, JournalOptions};
 use procpool::{Backend, Chunk, Pool, Registry, Task};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
+mod counting;
+use common::{check, watchdog};
+use counting::largest_allocation;
 
 /// Set (to a journal path) in the appending child.
 const CHILD_ENV: &str = "PROCPOOL_JOURNAL_TEST_CHILD";
@@ -32,58 +35,6 @@ const CHILD_RECORDS: u64 = 10_000;
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
 // ----- the largest allocation, counted ------------------------------------------------------
-
-/// Tracks the largest single allocation made by the current thread while armed.
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; the bookkeeping touches only thread-locals
-// with const initializers (no allocation, no re-entrancy).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn note(size: usize) {
-    let _ = ARMED.try_with(|armed| {
-        if armed.get() {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-        }
-    });
-}
-
-/// Runs `f`, returning its value and the largest allocation it made.
-fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
-    ARMED.with(|a| a.set(true));
-    let r = f();
-    ARMED.with(|a| a.set(false));
-    (r, LARGEST.with(Cell::get))
-}
 
 // ----- shared pieces ------------------------------------------------------------------------
 
@@ -127,31 +78,6 @@ fn payload(pos: u64) -> Vec<u8> {
         (pos % 97) as usize
     };
     (0..len).map(|i| (i as u64 ^ pos) as u8).collect()
-}
-
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
-/// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
-fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(f)
-                .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p)).into()));
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
-    })
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 // ----- the appending child ------------------------------------------------------------------

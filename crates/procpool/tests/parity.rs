@@ -7,12 +7,15 @@
 //! A custom harness (libtest-mimic), because this binary is also the worker: `main` hands
 //! it to `serve_if_worker` first. Every test runs under a watchdog.
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use procpool::{Backend, Chunk, Error, JobError, Pool, Registry, Task, WorkerInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{check, watchdog};
 
 // ----- tasks ---------------------------------------------------------------------------
 
@@ -120,35 +123,12 @@ fn registry() -> Registry {
 
 // ----- helpers -------------------------------------------------------------------------
 
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
 fn pool<T: Task<Context = ()>>(backend: Backend, workers: usize) -> Result<Pool<T>, Failed> {
     Ok(Pool::<T>::builder()
         .backend(backend)
         .workers(workers)
         .forward_worker_output(false)
         .build()?)
-}
-
-fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(f).unwrap_or_else(|p| {
-                let text = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(format!("panicked: {text}").into())
-            });
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
-    })
 }
 
 // ----- tests ---------------------------------------------------------------------------

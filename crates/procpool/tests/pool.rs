@@ -5,7 +5,7 @@
 //! it to `serve_if_worker` before anything else. Every test runs under a watchdog, so a
 //! hang is a failure, never a stuck CI job.
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use procpool::{
     Backend, Chunk, Error, JobError, Pool, Process, Queue, QueueSender, Registry, SharedSlice,
     Target, Task,
@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{check, watchdog};
 
 // ----- tasks ---------------------------------------------------------------------------
 
@@ -202,10 +204,6 @@ fn registry() -> Registry {
 
 // ----- helpers -------------------------------------------------------------------------
 
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
-
 fn quiet<T: Task>(backend: Backend, workers: usize) -> procpool::PoolBuilder<T> {
     Pool::<T>::builder()
         .backend(backend)
@@ -216,27 +214,6 @@ fn quiet<T: Task>(backend: Backend, workers: usize) -> procpool::PoolBuilder<T> 
 /// Whether `pid` is still in the process table (a zombie counts: it was not reaped).
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
-fn watchdog(name: &'static str, secs: u64, f: fn() -> Result<(), Failed>) -> Trial {
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(f)
-                .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p)).into()));
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
-    })
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
 }
 
 // ----- tests ---------------------------------------------------------------------------

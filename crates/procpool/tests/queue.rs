@@ -8,14 +8,16 @@
 //! it to `serve_if_worker` before anything else. Every test runs under a watchdog, so a
 //! hang is a failure, never a stuck CI job. No test asserts how long anything took.
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use procpool::{
     Error, JoinableQueue, Process, Queue, QueueReceiver, QueueSender, Registry, Target,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
+use common::{TestFn, check, watchdog};
 
 // ----- targets (the children's bodies) -------------------------------------------------
 
@@ -269,10 +271,6 @@ fn registry() -> Registry {
 }
 
 // ----- helpers ---------------------------------------------------------------------------
-
-fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if cond { Ok(()) } else { Err(msg().into()) }
-}
 
 /// Joins `p` and fails unless it exited with code 0.
 fn join_ok(p: &mut Process) -> Result<(), Failed> {
@@ -786,30 +784,6 @@ fn misuse_is_refused_clearly() -> Result<(), Failed> {
 }
 
 // ----- harness -----------------------------------------------------------------------------
-
-/// One test: `Ok`, or a failure that says what went wrong.
-type TestFn = fn() -> Result<(), Failed>;
-
-/// Runs `f` under a watchdog: a hang becomes a failure with the test's name.
-fn watchdog(name: &'static str, secs: u64, f: TestFn) -> Trial {
-    Trial::test(name, move || {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let r = std::panic::catch_unwind(f)
-                .unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p)).into()));
-            let _ = tx.send(r);
-        });
-        rx.recv_timeout(Duration::from_secs(secs))
-            .unwrap_or_else(|_| Err(format!("{name} did not finish within {secs} s (hang)").into()))
-    })
-}
-
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
 
 fn main() {
     procpool::serve_if_worker(registry());
