@@ -353,9 +353,7 @@ pub(crate) struct MpiEngine<T: Task> {
     bytes_out: u64,
     bytes_in: u64,
     exited: Vec<WorkerKey>,
-    /// Per rank (index = rank): its session was told to end (BYE sent).
-    bye_sent: Vec<bool>,
-    /// Per rank: its session's end marker (an empty UP) arrived.
+    /// Per rank (index = rank): its session's end marker (an empty UP) arrived.
     ended: Vec<bool>,
     _task: PhantomData<fn(T) -> T>,
 }
@@ -416,7 +414,6 @@ impl<T: Task> MpiEngine<T> {
             bytes_out,
             bytes_in: 0,
             exited: Vec::new(),
-            bye_sent: vec![false; usize::try_from(world.size()).unwrap_or(0)],
             ended: vec![false; usize::try_from(world.size()).unwrap_or(0)],
             _task: PhantomData,
         })
@@ -557,7 +554,6 @@ impl<T: Task> MpiEngine<T> {
             );
             self.sending
                 .push(Sending::start(&world(), w.rank, vec![0], TAG_BYE));
-            mark(&mut self.bye_sent, w.rank);
             self.exited.push(key);
         }
     }
@@ -573,7 +569,6 @@ impl<T: Task> MpiEngine<T> {
             w.gone = true;
             self.sending
                 .push(Sending::start(&world(), w.rank, vec![0], TAG_BYE));
-            mark(&mut self.bye_sent, w.rank);
             self.exited.push(key);
         }
     }
@@ -583,26 +578,16 @@ impl<T: Task> MpiEngine<T> {
     }
 }
 
-/// Sets `flags[rank]`.
-fn mark(flags: &mut [bool], rank: i32) {
-    if let Some(f) = usize::try_from(rank).ok().and_then(|r| flags.get_mut(r)) {
-        *f = true;
-    }
-}
-
 /// Ends every session this engine started (each worker rank got one, spawned as a worker
 /// or not) and reads each rank's messages up to its end marker, so the next pool starts on
 /// a clean line. A rank finishes the chunk it holds first: an MPI rank cannot be stopped.
 impl<T: Task> Drop for MpiEngine<T> {
     fn drop(&mut self) {
         let world = world();
+        // A rank whose worker was closed or killed got its BYE then; every other one
+        // (spawned or not: each got a session in `new`) gets it now.
         for rank in 1..self.size {
-            if !usize::try_from(rank)
-                .ok()
-                .and_then(|r| self.bye_sent.get(r))
-                .copied()
-                .unwrap_or(true)
-            {
+            if !self.workers.iter().any(|w| w.rank == rank && w.gone) {
                 world
                     .process_at_rank(rank)
                     .send_with_tag(&[0u8][..], TAG_BYE);
@@ -612,12 +597,11 @@ impl<T: Task> Drop for MpiEngine<T> {
             s.wait();
         }
         for rank in 1..self.size {
-            if usize::try_from(rank)
+            let ended = usize::try_from(rank)
                 .ok()
                 .and_then(|r| self.ended.get(r))
-                .copied()
-                .unwrap_or(true)
-            {
+                .is_some_and(|&e| e);
+            if ended {
                 continue;
             }
             let from = world.process_at_rank(rank);

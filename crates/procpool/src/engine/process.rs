@@ -292,28 +292,22 @@ fn flush_worker(w: &mut ProcWorker, context: &ContextImage) -> u64 {
 fn read_worker<T: Task>(w: &mut ProcWorker, events: &mut Vec<Event<T::Output>>) -> (u64, bool) {
     let mut bytes = 0u64;
     for _ in 0..READS_PER_COLLECT {
-        match w.peer.reader.fill_from(&mut &w.sock) {
+        let n = match w.peer.reader.fill_from(&mut &w.sock) {
+            Ok(n) => n,
             // A worker that exits before reading all we sent resets the connection
             // (Linux reports ECONNRESET, not an end of input, once its bytes are read):
             // the same end, and what it left half-written is diagnosed the same way.
-            Ok(0) => {
-                w.peer.decode::<T>(events);
-                w.peer.finish(events);
-                return (bytes, true);
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                w.peer.decode::<T>(events);
-                w.peer.finish(events);
-                return (bytes, true);
-            }
-            Ok(n) => {
-                bytes += n as u64;
-                w.peer.decode::<T>(events);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (bytes, false),
             Err(_) => return (bytes, true),
+        };
+        w.peer.decode::<T>(events);
+        if n == 0 {
+            w.peer.finish(events);
+            return (bytes, true);
         }
+        bytes += n as u64;
     }
     (bytes, false)
 }
