@@ -48,12 +48,11 @@ const JOBS: usize = 10_000;
 const BACKENDS: [Backend; 3] = [Backend::Process, Backend::Thread, Backend::Serial];
 
 fn pool(backend: Backend, chunk: Chunk) -> Pool<Nop> {
-    match Pool::builder()
-        .workers(WORKERS)
-        .backend(backend)
-        .chunksize(chunk)
-        .build()
-    {
+    build(Pool::builder().backend(backend).chunksize(chunk), backend)
+}
+
+fn build(builder: procpool::PoolBuilder<Nop>, backend: Backend) -> Pool<Nop> {
+    match builder.workers(WORKERS).build() {
         Ok(pool) => pool,
         Err(e) => panic!("could not build a {backend} pool: {e}"),
     }
@@ -75,14 +74,7 @@ fn apply_round_trip(c: &mut Criterion) {
             })
         });
     }
-    let nospin = Pool::<Nop>::builder()
-        .workers(WORKERS)
-        .spin(Duration::ZERO)
-        .build();
-    let nospin = match nospin {
-        Ok(pool) => pool,
-        Err(e) => panic!("could not build a process pool: {e}"),
-    };
+    let nospin = build(Pool::builder().spin(Duration::ZERO), Backend::Process);
     group.bench_function("process-nospin", |b| {
         b.iter(|| {
             if let Err(e) = nospin.apply(black_box(Nop)) {
