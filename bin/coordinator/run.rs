@@ -358,7 +358,7 @@ pub fn run(
     let started = Instant::now();
     let lscv = cfg.select == SelectArg::Lscv;
     let n = cfg.widths.len() as u64;
-    let context = SweepContext::new(&cfg.samples, &cfg.point, lscv)?;
+    let context = SweepContext::new(&cfg.samples, &cfg.point, &cfg.widths, lscv)?;
     // A journal to resume first: what is left to run is what the cost check weighs.
     let mut opened = match &cfg.journal {
         Some(plan) if plan.mode == journal::Mode::Resume => {
@@ -564,6 +564,7 @@ fn run_on_pool(
 ) -> Result<(PoolRun, bool), AppError> {
     let lscv = cfg.select == SelectArg::Lscv;
     let context_bytes = context.bytes();
+    let kept = context.values.len();
     let mut builder = Pool::<ParzenJob>::builder()
         .backend(cfg.backend)
         .chunksize(cfg.chunk)
@@ -600,9 +601,10 @@ fn run_on_pool(
     info!(
         backend = %cfg.backend,
         pids = ?pids,
-        "context shared: the bucket index of {} sample distances{} ({context_bytes} bytes) \
-         with {} workers",
+        "context shared: the bucket index of {} sample distances ({} kept, in the buckets \
+         the widths read){} ({context_bytes} bytes) with {} workers",
         cfg.samples.len(),
+        kept,
         if lscv { " and the sorted samples" } else { "" },
         pool.workers()
     );

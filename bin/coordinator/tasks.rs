@@ -2,7 +2,7 @@
 //! `procpool::serve_if_worker`.
 
 use crate::error::AppError;
-use parzen::{BucketKey, IndexView, LscvView, Samples};
+use parzen::{BucketKey, LscvView, PartialIndex, PartialIndexView, Samples};
 use procpool::{Registry, SharedSlice, Task};
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +37,13 @@ pub struct LscvScore {
     pub score: Result<f64, String>,
 }
 
-/// The bucket index of every sample's largest coordinate distance to the point, built by
-/// the coordinator straight into shared memory (`parzen::fill_index` inside
-/// `SharedSlice::new_shared`), which process workers map read-only (no copy per worker)
-/// and threads share. A count reads two offsets and one bucket: about a microsecond.
+/// The bucket index of every sample's largest coordinate distance to the point, kept for
+/// the run's widths (`parzen::PartialIndex`): the offsets of all 2048 buckets, but the
+/// values of only the buckets the widths read. Built in one pass over the samples that
+/// writes kilobytes, not n values (at n = 1e6 a full index is 8 MB of fresh memory, whose
+/// page faults cost more than the pass itself); process workers map it read-only (no copy
+/// per worker), threads share it. A count reads two offsets and one bucket: about a
+/// microsecond.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepContext {
     /// The monotone map from a distance to its bucket.
@@ -49,9 +52,11 @@ pub struct SweepContext {
     pub dims: usize,
     /// Number of samples.
     pub n: usize,
-    /// Start of each bucket in `values`, then n.
+    /// Start of each bucket among all n distances, then n.
     pub offsets: SharedSlice<u64>,
-    /// The distances `max_j |x_ij - p_j|`, grouped by bucket.
+    /// Start of each bucket in `values`, then `values.len()` (empty for buckets not kept).
+    pub starts: SharedSlice<u64>,
+    /// The distances `max_j |x_ij - p_j|` of the kept buckets, grouped by bucket.
     pub values: SharedSlice<f64>,
     /// The samples for cross-validation (`--select lscv`), if asked for.
     pub lscv: Option<LscvData>,
@@ -103,44 +108,48 @@ impl LscvData {
 }
 
 impl SweepContext {
-    /// Builds the bucket index of `samples` around `point` into new shared-memory objects,
-    /// and the cross-validation copy when `lscv` is set.
-    pub fn new(samples: &Samples, point: &[f64], lscv: bool) -> Result<SweepContext, AppError> {
+    /// Builds the bucket index of `samples` around `point` kept for `widths`, and the
+    /// cross-validation copy when `lscv` is set.
+    pub fn new(
+        samples: &Samples,
+        point: &[f64],
+        widths: &[f64],
+        lscv: bool,
+    ) -> Result<SweepContext, AppError> {
         let bad_point = |e: parzen::Error| AppError::usage(format!("--point: {e}"));
-        let key = BucketKey::for_samples(samples, point).map_err(bad_point)?;
-        let n = samples.len();
-        let mut values = None;
-        let mut filled = Ok(());
-        // The index's two arrays are filled by one call, so the offsets' object is created
-        // inside the values' fill: both written in place, no copy.
-        let offsets = SharedSlice::new_shared(key.offsets_len(), |offsets| {
-            values = Some(SharedSlice::new_shared(n, |values| {
-                filled = parzen::fill_index(samples, point, &key, offsets, values);
-            }));
-        })?;
-        let values = values.ok_or_else(|| AppError::failed("the index was not built"))??;
-        filled.map_err(bad_point)?;
+        let parts = PartialIndex::new(samples, point, widths)
+            .map_err(bad_point)?
+            .into_parts();
         let lscv = if lscv {
             Some(LscvData::new(samples)?)
         } else {
             None
         };
+        // Kilobytes: the pools copy them into shared memory once (process workers), or
+        // share them as they are (threads, serial).
         Ok(SweepContext {
-            key,
-            dims: samples.dims(),
-            n,
-            offsets,
-            values,
+            key: parts.key,
+            dims: parts.dims,
+            n: samples.len(),
+            offsets: SharedSlice::from_vec(parts.offsets),
+            starts: SharedSlice::from_vec(parts.starts),
+            values: SharedSlice::from_vec(parts.values),
             lscv,
         })
     }
 
     /// The index as parzen reads it (checks its shape in O(buckets)).
-    pub fn index(&self) -> Result<IndexView<'_>, parzen::Error> {
-        let view = IndexView::new(self.key, self.dims, &self.offsets, &self.values)?;
+    pub fn index(&self) -> Result<PartialIndexView<'_>, parzen::Error> {
+        let view = PartialIndexView::new(
+            self.key,
+            self.dims,
+            &self.offsets,
+            &self.starts,
+            &self.values,
+        )?;
         if view.len() != self.n {
             return Err(parzen::Error::BadIndex(format!(
-                "the index holds {} values for {} samples",
+                "the index holds {} samples, the context says {}",
                 view.len(),
                 self.n
             )));
@@ -148,19 +157,20 @@ impl SweepContext {
         Ok(view)
     }
 
-    /// Bytes of shared memory the context takes: the index, and the cross-validation copy.
+    /// Bytes the context takes: the index, and the cross-validation copy.
     pub fn bytes(&self) -> usize {
-        (self.offsets.len() + self.values.len()) * 8
+        (self.offsets.len() + self.starts.len() + self.values.len()) * 8
             + self.lscv.as_ref().map_or(0, |l| l.data.len() * 8)
     }
 }
 
-/// Bytes the sweep's context will take for `n` samples of `d` dimensions, before it is
-/// built: the index (n distances and its offsets) and, with `lscv`, the sorted copy.
+/// The most bytes the sweep's context can take for `n` samples of `d` dimensions, before
+/// it is built: the index (its offsets and starts, and n distances when the widths read
+/// every bucket) and, with `lscv`, the sorted copy.
 pub fn context_bytes(n: u64, d: u64, lscv: bool) -> u128 {
-    // `BucketKey::for_samples` makes 2048 buckets: 2049 offsets (checked by a unit test
-    // against a real context).
-    let offsets = 2049 * 8;
+    // `BucketKey::for_samples` makes 2048 buckets: 2049 offsets and 2049 starts (checked by
+    // a unit test against a real context).
+    let offsets = 2 * 2049 * 8;
     let index = u128::from(n) * 8 + offsets;
     let copy = if lscv {
         (u128::from(n) * u128::from(d)).saturating_mul(8)
@@ -176,7 +186,7 @@ impl Task for ParzenJob {
     type Output = Result<Estimate, String>;
     fn run(self, ctx: &SweepContext) -> Result<Estimate, String> {
         let index = ctx.index().map_err(|e| e.to_string())?;
-        let count = index.count(self.h);
+        let count = index.count(self.h).map_err(|e| e.to_string())?;
         let lscv = match &ctx.lscv {
             None => None,
             Some(data) => {
@@ -253,10 +263,22 @@ mod tests {
             .sample(300, 4)
             .unwrap();
         let point = [0.1, -0.2];
-        let ctx = SweepContext::new(&samples, &point, true).unwrap();
-        assert!(ctx.values.is_shared() && ctx.offsets.is_shared());
-        assert_eq!(ctx.bytes() as u128, context_bytes(300, 2, true));
-        for h in [0.05, 0.3, 1.0, 2.5] {
+        let widths = [0.05, 0.3, 1.0, 2.5];
+        let ctx = SweepContext::new(&samples, &point, &widths, true).unwrap();
+        assert!(ctx.bytes() as u128 <= context_bytes(300, 2, true));
+        // With every sample kept (all in the bucket the width reads), the bound is exact.
+        let same = Samples::from_rows(2, vec![0.25; 600]).unwrap();
+        let all = SweepContext::new(&same, &[0.0, 0.0], &[0.5], false).unwrap();
+        assert_eq!(all.values.len(), 300);
+        assert_eq!(all.bytes() as u128, context_bytes(300, 2, false));
+        assert_eq!(ParzenJob { h: 0.5 }.run(&all).unwrap().count, 300);
+        // A width the context was not built for is an error, not a wrong count.
+        let two = Samples::from_rows(1, [0.25, 0.75].repeat(50)).unwrap();
+        let half = SweepContext::new(&two, &[0.0], &[0.5], false).unwrap();
+        assert_eq!(half.values.len(), 50);
+        let e = ParzenJob { h: 1.5 }.run(&half).unwrap_err();
+        assert!(e.contains("did not keep"), "{e}");
+        for h in widths {
             let e = ParzenJob { h }.run(&ctx).unwrap();
             assert_eq!(
                 e.density.to_bits(),
@@ -269,7 +291,7 @@ mod tests {
         }
         // A constant column is refused by name, before any worker starts.
         let flat = Samples::from_rows(2, vec![1.0, 5.0, 2.0, 5.0]).unwrap();
-        let e = SweepContext::new(&flat, &[0.0, 0.0], true).unwrap_err();
+        let e = SweepContext::new(&flat, &[0.0, 0.0], &widths, true).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("column 1"), "{e}");
     }

@@ -170,7 +170,7 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
             .map_err(|e| AppError::failed(format!("the default widths: {e}")))?,
     };
     let point = vec![0.0; samples.dims()];
-    let prepared = SweepContext::new(&samples, &point, lscv)?;
+    let prepared = SweepContext::new(&samples, &point, &widths, lscv)?;
     if let Some(data) = &prepared.lscv {
         let view = data
             .view()

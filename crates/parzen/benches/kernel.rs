@@ -3,7 +3,8 @@
 //! - `precompute/*`: building each layout for n = 1e6, d = 2 (N(0, I), seed 123, point 0):
 //!   `distances` and `index` write into buffers allocated and touched once outside the
 //!   timing (as a caller's shared-memory buffers are); `prepared_new` (a `PreparedIndex`) allocates its own
-//!   (page faults included); `u32_keys` the keys of the u32 variant.
+//!   (page faults included); `u32_keys` the keys of the u32 variant; `partial_*` a
+//!   `PartialIndex` for 100 widths (its own small allocations included).
 //! - `widths/*`: counting 100 widths (`linspace(1.0, 1.2, 100)` and `linspace(0.1, 1.2,
 //!   100)`) with each layout; throughput is samples × widths, so criterion's elements/s
 //!   is the inverse of ns per sample per width.
@@ -17,7 +18,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use parzen::estimate::{BucketKey, IndexView, count_scan, fill_distances, fill_index};
-use parzen::{Gaussian, Lscv, PreparedIndex, Samples};
+use parzen::{Gaussian, Lscv, PartialIndex, PreparedIndex, Samples};
 
 const N: usize = 1_000_000;
 
@@ -118,6 +119,14 @@ fn bench(c: &mut Criterion) {
             black_box(&keys);
         })
     });
+    for (name, widths) in [
+        ("partial_1.0-1.2", linspace(1.0, 1.2, 100)),
+        ("partial_0.1-1.2", linspace(0.1, 1.2, 100)),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| PartialIndex::new(&s, &p, black_box(&widths)).unwrap())
+        });
+    }
     g.bench_function("prepared_new", |b| {
         b.iter_batched(
             || (),

@@ -221,6 +221,19 @@ pub enum Error {
     #[error("invalid precomputed index: {0}")]
     BadIndex(String),
 
+    /// A [`PartialIndex`](crate::PartialIndex) was asked for a width whose bucket it did
+    /// not keep.
+    #[error(
+        "width {h} reads bucket {bucket}, which this partial index did not keep (build it \
+             with this width among its widths)"
+    )]
+    NotIndexed {
+        /// The width.
+        h: f64,
+        /// The bucket it reads.
+        bucket: usize,
+    },
+
     /// An `.npy` file is malformed or holds something other than a finite 2-D float64 array.
     #[error("{}: {reason}", .path.display())]
     Npy {

@@ -23,6 +23,11 @@
 //!   over n. The fastest exact layout measured here, by four orders of magnitude per width;
 //!   [`Prepared`] stays the scan because the binary's fault tests rely on jobs that take a
 //!   while.
+//! - **A partial bucket index** ([`PartialIndex`], [`PartialIndexView`]): the same offsets,
+//!   but the values of only the buckets that given widths read, found in one pass (a
+//!   histogram) that writes kilobytes instead of n values. What the coordinator shares when
+//!   it knows its widths before it starts (it always does): at n = 1e6 a full index's 8 MB
+//!   of fresh memory cost more in page faults than computing it.
 //!
 //! Why the index counts exactly: the bit patterns of non-negative doubles (`+inf` included)
 //! increase with the value, and [`BucketKey::bucket`] only subtracts a constant (saturating),
@@ -42,7 +47,10 @@
 //! per 100 widths in 1.0..1.2). A scan of u32 keys (the top half of each distance's bits,
 //! exact ties resolved against the f64 values) was tried: 1.3 to 1.5 ms to fill, 0.28 to
 //! 0.36 ns per sample per width. A freshly allocated 8 MB buffer
-//! costs about 4 more ms of page faults on this VM, whichever layout fills it.
+//! costs about 4 more ms of page faults on this VM, whichever layout fills it. The partial
+//! index takes 2.4 ms (100 widths over 1.0..1.2 or 0.1..1.2, kept values included, no
+//! caller buffers: its allocations are kilobytes); with an `if` around the kept values it
+//! took 3.1 ms (mispredictions), without them 1.3 ms.
 
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +157,30 @@ fn each_distance(samples: &Samples, point: &[f64], mut f: impl FnMut(f64)) {
         3 => each_distance_of::<3>(data, point, f),
         4 => each_distance_of::<4>(data, point, f),
         _ => samples.rows().for_each(|row| f(chebyshev(row, point))),
+    }
+}
+
+/// Writes [`chebyshev`] of each row of `data` (rows of `dims` values, `out.len()` of them)
+/// into `out`.
+#[inline(always)]
+fn each_distance_in(data: &[f64], dims: usize, point: &[f64], out: &mut [f64]) {
+    fn of<const D: usize>(data: &[f64], point: &[f64], out: &mut [f64]) {
+        let mut p = [0.0; D];
+        p.copy_from_slice(&point[..D]);
+        for (row, o) in data.chunks_exact(D).zip(out) {
+            *o = chebyshev(row, &p);
+        }
+    }
+    match dims {
+        1 => of::<1>(data, point, out),
+        2 => of::<2>(data, point, out),
+        3 => of::<3>(data, point, out),
+        4 => of::<4>(data, point, out),
+        _ => {
+            for (row, o) in data.chunks_exact(dims).zip(out) {
+                *o = chebyshev(row, point);
+            }
+        }
     }
 }
 
@@ -482,6 +514,325 @@ impl<'a> IndexView<'a> {
     pub fn scanned(&self, h: f64) -> usize {
         let b = self.key.bucket(half_width(h).max(0.0));
         (self.offsets[b + 1] - self.offsets[b]) as usize
+    }
+}
+
+/// A bucket index that keeps only the buckets some given widths read: the offsets of every
+/// bucket (from a histogram of all n distances) but the values of a few buckets only, so it
+/// is built in one pass over the samples that writes a few kilobytes, not n values.
+///
+/// What the coordinator shares with its workers: the widths of a run are known before it
+/// starts, each reads exactly one bucket, and a hundred widths over 2048 buckets keep a few
+/// percent of the values (all of them in the worst case, never more). A count for a width
+/// whose bucket was not kept is an error ([`Error::NotIndexed`]), never a wrong number.
+/// Counts are exact for the same reason as [`IndexView`]'s (see the module notes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialIndex {
+    key: BucketKey,
+    dims: usize,
+    offsets: Vec<u64>,
+    starts: Vec<u64>,
+    values: Vec<f64>,
+}
+
+/// The arrays of a [`PartialIndex`], moved out (for example into shared memory); read them
+/// back with [`PartialIndexView::new`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexParts {
+    /// The monotone map from a distance to its bucket.
+    pub key: BucketKey,
+    /// Dimensions of the samples.
+    pub dims: usize,
+    /// Start of each bucket among all n distances in bucket order, then n.
+    pub offsets: Vec<u64>,
+    /// Start of each bucket in `values`, then `values.len()`: a bucket that was not kept
+    /// (or is empty) has no values.
+    pub starts: Vec<u64>,
+    /// The distances of the kept buckets, bucket by bucket (in sample order within one).
+    pub values: Vec<f64>,
+}
+
+impl PartialIndex {
+    /// Indexes every sample's largest coordinate distance to `point` (which must have
+    /// `samples.dims()` finite coordinates), keeping the buckets that `widths` read (widths
+    /// that are not finite and > 0 keep nothing: their counts need no bucket or are refused
+    /// beforehand by [`validate_width`]). One pass over the samples.
+    pub fn new(samples: &Samples, point: &[f64], widths: &[f64]) -> Result<PartialIndex> {
+        let key = BucketKey::for_samples(samples, point)?;
+        let mut kept = vec![false; key.buckets()];
+        for &h in widths {
+            if let Some(b) = read_bucket(&key, h) {
+                kept[b] = true;
+            }
+        }
+        let (offsets, starts, values) = if u32::try_from(samples.len()).is_ok() {
+            partial_pass::<u32>(samples, point, &key, &kept)
+        } else {
+            partial_pass::<u64>(samples, point, &key, &kept)
+        };
+        Ok(PartialIndex {
+            key,
+            dims: samples.dims(),
+            offsets,
+            starts,
+            values,
+        })
+    }
+
+    /// The index as a borrowed view.
+    pub fn view(&self) -> PartialIndexView<'_> {
+        PartialIndexView {
+            key: self.key,
+            dims: self.dims,
+            offsets: &self.offsets,
+            starts: &self.starts,
+            values: &self.values,
+        }
+    }
+
+    /// Number of samples inside the hypercube of edge `h`, or [`Error::NotIndexed`] when
+    /// `h`'s bucket was not kept (see [`PartialIndexView::count`]).
+    pub fn count(&self, h: f64) -> Result<u64> {
+        self.view().count(h)
+    }
+
+    /// The arrays, moved out.
+    pub fn into_parts(self) -> IndexParts {
+        IndexParts {
+            key: self.key,
+            dims: self.dims,
+            offsets: self.offsets,
+            starts: self.starts,
+            values: self.values,
+        }
+    }
+}
+
+/// The bucket a count for width `h` reads, or `None` when it reads none (`h` NaN or
+/// negative, where the count is 0).
+fn read_bucket(key: &BucketKey, h: f64) -> Option<usize> {
+    let t = half_width(h);
+    if t.is_nan() || t < 0.0 {
+        None
+    } else {
+        Some(key.bucket(t))
+    }
+}
+
+/// [`PartialIndex::new`]'s pass: a histogram of every distance's bucket, the distances of
+/// kept buckets set aside in sample order, then placed bucket by bucket. Returns the
+/// offsets, the starts and the kept values.
+fn partial_pass<C: Slot>(
+    samples: &Samples,
+    point: &[f64],
+    key: &BucketKey,
+    kept: &[bool],
+) -> (Vec<u64>, Vec<u64>, Vec<f64>) {
+    let mut counts = vec![C::default(); key.buckets()];
+    let mut aside = Vec::new();
+    // In blocks: the distances and their buckets first (a loop the compiler vectorizes),
+    // then the histogram. `bucket` is at most `buckets - 1` = `kept.len() - 1`: the
+    // indexing never fails.
+    const BLOCK: usize = 256;
+    let mut dists = [0.0f64; BLOCK];
+    let mut buckets = [0u32; BLOCK];
+    let mut picked = [0.0f64; BLOCK];
+    let mut tally = |dists: &[f64], buckets: &[u32]| {
+        // Branch-free: which bucket is kept is unpredictable sample by sample, and the
+        // mispredictions of an `if` cost more than the histogram itself (measured).
+        for &b in buckets {
+            counts[b as usize] += C::ONE;
+        }
+        let mut len = 0;
+        for (&d, &b) in dists.iter().zip(buckets) {
+            // `len` counts kept distances among at most BLOCK: always in bounds.
+            picked[len.min(BLOCK - 1)] = d;
+            len += usize::from(kept[b as usize]);
+        }
+        aside.extend_from_slice(&picked[..len]);
+    };
+    let dims = samples.dims();
+    let mut rows = samples.as_slice().chunks_exact(dims * BLOCK);
+    for block in &mut rows {
+        each_distance_in(block, dims, point, &mut dists);
+        for (b, &d) in buckets.iter_mut().zip(&dists) {
+            // At most `buckets - 1`, a u32.
+            *b = key.bucket(d) as u32;
+        }
+        tally(&dists, &buckets);
+    }
+    let rest = rows.remainder();
+    let m = rest.len() / dims;
+    each_distance_in(rest, dims, point, &mut dists[..m]);
+    for (b, &d) in buckets.iter_mut().zip(&dists[..m]) {
+        *b = key.bucket(d) as u32;
+    }
+    tally(&dists[..m], &buckets[..m]);
+    let mut offsets = Vec::with_capacity(key.offsets_len());
+    let mut starts = Vec::with_capacity(key.offsets_len());
+    let mut next = Vec::with_capacity(key.buckets());
+    let (mut offset, mut start) = (0u64, 0u64);
+    for (&count, &keep) in counts.iter().zip(kept) {
+        offsets.push(offset);
+        starts.push(start);
+        next.push(start as usize);
+        offset += count.into();
+        if keep {
+            start += count.into();
+        }
+    }
+    offsets.push(offset);
+    starts.push(start);
+    // `aside` holds exactly the kept buckets' distances, so each lands below `start`.
+    let mut values = vec![0.0; aside.len()];
+    for d in aside {
+        let slot = &mut next[key.bucket(d)];
+        values[*slot] = d;
+        *slot += 1;
+    }
+    (offsets, starts, values)
+}
+
+/// Checks one array of bucket starts: `key.offsets_len()` values, non-decreasing from 0 to
+/// `end`.
+fn check_starts(what: &'static str, key: &BucketKey, starts: &[u64], end: u64) -> Result<()> {
+    check_len(what, starts.len(), key.offsets_len())?;
+    if starts[0] != 0 {
+        return Err(Error::BadIndex(format!(
+            "{what} start at {}, not 0",
+            starts[0]
+        )));
+    }
+    if let Some(i) = starts.windows(2).position(|w| w[1] < w[0]) {
+        return Err(Error::BadIndex(format!(
+            "{what} {} = {} is below {what} {} = {}",
+            i + 1,
+            starts[i + 1],
+            i,
+            starts[i]
+        )));
+    }
+    let last = starts[starts.len() - 1];
+    if last != end {
+        return Err(Error::BadIndex(format!("{what} end at {last}, not {end}")));
+    }
+    Ok(())
+}
+
+/// A [`PartialIndex`] read from plain slices (for example a shared-memory mapping).
+#[derive(Clone, Copy, Debug)]
+pub struct PartialIndexView<'a> {
+    key: BucketKey,
+    dims: usize,
+    offsets: &'a [u64],
+    starts: &'a [u64],
+    values: &'a [f64],
+}
+
+impl<'a> PartialIndexView<'a> {
+    /// Wraps the arrays of an [`IndexParts`], checking their shape in O(buckets): `dims >= 1`,
+    /// `offsets` non-decreasing from 0 to n >= 1, `starts` non-decreasing from 0 to
+    /// `values.len()`, and every bucket either kept whole or not at all. Counts can then
+    /// never index out of bounds; that they are exact also needs every value in its own
+    /// bucket, which [`PartialIndexView::check_values`] checks.
+    pub fn new(
+        key: BucketKey,
+        dims: usize,
+        offsets: &'a [u64],
+        starts: &'a [u64],
+        values: &'a [f64],
+    ) -> Result<PartialIndexView<'a>> {
+        if dims == 0 {
+            return Err(Error::ZeroDims);
+        }
+        check_len("offsets", offsets.len(), key.offsets_len())?;
+        let n = offsets[offsets.len() - 1];
+        if n == 0 {
+            return Err(Error::NoSamples);
+        }
+        check_starts("offsets", &key, offsets, n)?;
+        check_starts("starts", &key, starts, values.len() as u64)?;
+        let sizes = |s: &'a [u64]| s.windows(2).map(|w| w[1] - w[0]);
+        if let Some((b, (all, kept))) = sizes(offsets)
+            .zip(sizes(starts))
+            .enumerate()
+            .find(|(_, (all, kept))| *kept != 0 && kept != all)
+        {
+            return Err(Error::BadIndex(format!(
+                "bucket {b} keeps {kept} of its {all} values (a bucket is kept whole or not \
+                 at all)"
+            )));
+        }
+        Ok(PartialIndexView {
+            key,
+            dims,
+            offsets,
+            starts,
+            values,
+        })
+    }
+
+    /// Checks every kept value in O(kept): not NaN, not negative (nor `-0.0`), and in the
+    /// bucket its key names, so that counts are exact. Run it on arrays from an untrusted
+    /// source.
+    pub fn check_values(&self) -> Result<()> {
+        for (b, w) in self.starts.windows(2).enumerate() {
+            let bucket = &self.values[w[0] as usize..w[1] as usize];
+            if let Some(i) = bucket
+                .iter()
+                .position(|&v| v.is_nan() || v.is_sign_negative() || self.key.bucket(v) != b)
+            {
+                let at = w[0] as usize + i;
+                return Err(Error::BadIndex(format!(
+                    "value {at} = {:e} does not belong in bucket {b}",
+                    self.values[at]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of samples inside the hypercube of edge `h`, equal to [`count_scan`] and to
+    /// the naive loop's count for finite `h > 0`; 0 for a negative or NaN `h`;
+    /// [`Error::NotIndexed`] when the values `h` needs were not kept.
+    #[inline]
+    pub fn count(&self, h: f64) -> Result<u64> {
+        let Some(b) = read_bucket(&self.key, h) else {
+            return Ok(0);
+        };
+        // In bounds: `new` checked both arrays' lengths (buckets + 1) and their ends.
+        let (lo, hi) = (self.offsets[b], self.offsets[b + 1]);
+        let (from, to) = (self.starts[b], self.starts[b + 1]);
+        if to - from != hi - lo {
+            return Err(Error::NotIndexed { h, bucket: b });
+        }
+        Ok(lo + count_below(&self.values[from as usize..to as usize], half_width(h)))
+    }
+
+    /// Density estimate `(count / n) / h^d`, bit-identical to [`estimate_naive`] for finite
+    /// `h > 0`, or [`Error::NotIndexed`] as [`PartialIndexView::count`].
+    pub fn density(&self, h: f64) -> Result<f64> {
+        Ok(density_from_count(self.count(h)?, self.len(), self.dims, h))
+    }
+
+    /// Number of samples (n).
+    pub fn len(&self) -> usize {
+        self.offsets[self.offsets.len() - 1] as usize
+    }
+
+    /// Always `false`: a view holds at least one sample (kept for API symmetry).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of dimensions (d).
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// How many distances the index keeps (at most n).
+    pub fn kept(&self) -> usize {
+        self.values.len()
     }
 }
 
@@ -1073,6 +1424,90 @@ mod tests {
         assert_eq!(prep.count(f64::from_bits(0.5f64.to_bits() - 1)), 0);
     }
 
+    #[test]
+    fn a_partial_index_keeps_only_what_its_widths_read() {
+        let s = crate::Gaussian::standard(2)
+            .unwrap()
+            .sample(20_000, 7)
+            .unwrap();
+        let p = [0.1, -0.2];
+        let widths = [0.5, 0.51, 1.0, 2.0];
+        let full = PreparedIndex::new(&s, &p).unwrap();
+        let part = PartialIndex::new(&s, &p, &widths).unwrap();
+        let view = part.view();
+        view.check_values().unwrap();
+        assert_eq!(
+            (view.len(), view.dims(), view.is_empty()),
+            (20_000, 2, false)
+        );
+        assert!(
+            view.kept() > 0 && view.kept() < 20_000 / 10,
+            "{}",
+            view.kept()
+        );
+        for h in widths {
+            assert_eq!(part.count(h).unwrap(), full.count(h), "h = {h}");
+            assert_eq!(
+                view.density(h).unwrap().to_bits(),
+                estimate_naive(&s, &p, h).to_bits()
+            );
+        }
+        // Widths whose count needs no bucket.
+        assert_eq!(part.count(-1.0).unwrap(), 0);
+        assert_eq!(part.count(f64::NAN).unwrap(), 0);
+        // A width it was not built for: refused by name, never a wrong count.
+        let e = part.count(0.75).unwrap_err();
+        assert!(matches!(e, Error::NotIndexed { h, .. } if h == 0.75), "{e}");
+        assert!(e.to_string().contains("width 0.75 reads bucket"), "{e}");
+        // Widths that are not finite and > 0 keep nothing; infinity keeps the last bucket.
+        let none = PartialIndex::new(&s, &p, &[f64::NAN, -2.0]).unwrap();
+        assert_eq!(none.view().kept(), 0);
+        let inf = PartialIndex::new(&s, &p, &[f64::INFINITY]).unwrap();
+        assert_eq!(inf.count(f64::INFINITY).unwrap(), 20_000);
+        assert!(PartialIndex::new(&s, &p[..1], &widths).is_err());
+    }
+
+    #[test]
+    fn hostile_partial_arrays_are_refused() {
+        // Ten samples in one bucket, the one width 0.5 reads, and one far away.
+        let mut data = vec![0.25; 10];
+        data.push(100.0);
+        let s = Samples::from_rows(1, data).unwrap();
+        let p = [0.0];
+        let parts = PartialIndex::new(&s, &p, &[0.5]).unwrap().into_parts();
+        let (key, offsets, starts, values) = (parts.key, parts.offsets, parts.starts, parts.values);
+        let err = |offsets: &[u64], starts: &[u64], values: &[f64]| {
+            PartialIndexView::new(key, 1, offsets, starts, values)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(PartialIndexView::new(key, 0, &offsets, &starts, &values).is_err());
+        // A bucket kept in part.
+        let b = key.bucket(0.25);
+        assert_eq!(values.len(), 10);
+        let mut short = starts.clone();
+        short[b + 1..].iter_mut().for_each(|v| *v -= 1);
+        let msg = err(&offsets, &short, &values[..values.len() - 1]);
+        assert!(msg.contains(&format!("bucket {b} keeps")), "{msg}");
+        // Starts that do not end at the values' length, or go down.
+        assert!(err(&offsets, &starts, &values[1..]).contains("starts end at"));
+        let mut down = starts.clone();
+        down[1] = 5;
+        assert!(err(&offsets, &down, &values).contains("starts 1 = 5"));
+        assert!(err(&offsets[1..], &starts, &values).contains("offsets buffer"));
+        assert!(err(&vec![0; offsets.len()], &starts, &values).contains("no samples"));
+        // A value moved out of its bucket is caught by the O(kept) check.
+        let mut moved = values.clone();
+        moved[0] = 7.0;
+        let view = PartialIndexView::new(key, 1, &offsets, &starts, &moved).unwrap();
+        assert!(
+            view.check_values()
+                .unwrap_err()
+                .to_string()
+                .contains("does not belong")
+        );
+    }
+
     /// A width spread over many magnitudes: mantissa in [1, 2) times 2^e, e in [-40, 40].
     fn width() -> impl Strategy<Value = f64> {
         (1.0f64..2.0, -40i32..=40).prop_map(|(m, e)| m * 2f64.powi(e))
@@ -1151,6 +1586,23 @@ mod tests {
             index.density(h).to_bits(),
             naive.to_bits(),
             "index, h = {:e}",
+            h
+        );
+        // The partial index, kept for this width and read back from its parts.
+        let parts = PartialIndex::new(s, p, &[h]).unwrap().into_parts();
+        let view = PartialIndexView::new(
+            parts.key,
+            parts.dims,
+            &parts.offsets,
+            &parts.starts,
+            &parts.values,
+        )
+        .unwrap();
+        view.check_values().unwrap();
+        prop_assert_eq!(
+            view.density(h).unwrap().to_bits(),
+            naive.to_bits(),
+            "partial index, h = {:e}",
             h
         );
         Ok(())

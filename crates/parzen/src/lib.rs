@@ -7,7 +7,8 @@
 //! distance to the point, scanned per width) and [`PreparedIndex`] (a bucket index of those
 //! distances, about a microsecond per width) are the fast, bit-identical forms shipped once
 //! to each worker; [`fill_distances`], [`fill_index`] and [`IndexView`] do the same in
-//! caller buffers, for shared memory. [`lscv`] scores widths by least-squares cross-validation, the
+//! caller buffers, for shared memory; [`PartialIndex`] keeps only the buckets some known
+//! widths read (one pass, kilobytes written: what the coordinator shares). [`lscv`] scores widths by least-squares cross-validation, the
 //! O(pairs)-per-width sweep; [`data`] loads samples (mapping float64 `.npy` files).
 
 #![deny(missing_docs)]
@@ -27,8 +28,8 @@ pub use data::{
 };
 pub use error::{Error, Result};
 pub use estimate::{
-    BucketKey, IndexView, Prepared, PreparedIndex, count_scan, density_from_count, estimate_naive,
-    fill_distances, fill_index, validate_width,
+    BucketKey, IndexParts, IndexView, PartialIndex, PartialIndexView, Prepared, PreparedIndex,
+    count_scan, density_from_count, estimate_naive, fill_distances, fill_index, validate_width,
 };
 pub use gaussian::Gaussian;
 pub use lscv::{Lscv, LscvView, Terms};
