@@ -17,7 +17,7 @@ use crate::engine::thread::ThreadEngine;
 use crate::engine::{Backend, Engine, EngineConfig, Payload, Spinner};
 use crate::error::{Error, JobError};
 use crate::policy::stats::{Chunk, ChunkChoice, PoolStats, Timeline, WorkerRef};
-use crate::policy::{Command, Core, Event, Item, Settings, Sink};
+use crate::policy::{Collected, Command, Core, Event, Item, Settings, Sink};
 use crate::reorder::Reorder;
 use crate::task::Task;
 use crate::wire::{codec, frame};
@@ -59,10 +59,10 @@ pub(crate) struct State<T: Task> {
 
 /// What `AsyncResult::then` leaves with the pool: turns the request's results into the
 /// handle's value and hands it to the user's function.
-type Callback<O> = Box<dyn FnOnce(Vec<Item<O>>) + Send>;
+type Callback<O> = Box<dyn FnOnce(Vec<Collected<O>>) + Send>;
 
 /// A callback whose request is complete, with the request's results.
-type ReadyCallback<O> = (Callback<O>, Vec<Item<O>>);
+type ReadyCallback<O> = (Callback<O>, Vec<Collected<O>>);
 
 impl<T: Task> State<T> {
     /// Takes the callbacks whose requests are complete, with their results.
@@ -556,10 +556,10 @@ impl<T: Task> PoolBuilder<T> {
             max_frame: self.max_frame,
             spin: self.spin,
             forward_output: self.forward_output,
-            flags: if self.record_phases {
-                crate::wire::msg::FLAG_PHASES
-            } else {
-                0
+            flags: match (self.record_phases, self.record_jobs) {
+                (true, _) => crate::wire::msg::FLAG_PHASES,
+                (false, true) => crate::wire::msg::FLAG_JOB_TIMES,
+                (false, false) => 0,
             },
             env: self.env.clone(),
         };
@@ -741,7 +741,7 @@ impl<T: Task> Pool<T> {
         drop(g);
         let mut out = Vec::with_capacity(items.len());
         for (pos, item) in items.into_iter().enumerate() {
-            out.push(item.result.map_err(|e| job_error(pos as u64, *e))?);
+            out.push(item.map_err(|e| job_error(pos as u64, *e))?);
         }
         Ok(out)
     }
@@ -761,7 +761,7 @@ impl<T: Task> Pool<T> {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(pos, item)| item.result.map_err(|e| job_error(pos as u64, *e)))
+                .map(|(pos, item)| item.map_err(|e| job_error(pos as u64, *e)))
                 .collect()
         })
     }
@@ -874,19 +874,15 @@ impl<T: Task> Pool<T> {
         let mut pos = 0u64;
         loop {
             let mut g = self.shared.lock();
-            let payloads: Vec<_> = jobs
-                .by_ref()
-                .take(BATCH)
-                .map(|j| g.engine.payload(j))
-                .collect();
-            if payloads.is_empty() {
+            let now = Instant::now();
+            let s = &mut *g;
+            let engine = &s.engine;
+            let payloads = jobs.by_ref().take(BATCH).map(|j| engine.payload(j));
+            let taken = s.sup.submit_many(req, pos, payloads, now);
+            if taken == 0 {
                 break;
             }
-            let now = Instant::now();
-            for p in payloads {
-                g.sup.submit(req, pos, p, now);
-                pos += 1;
-            }
+            pos += taken;
             // Collect what arrived and send what fits: the pipeline runs meanwhile.
             g.step();
             // A caller that waits anyway keeps at most a few batches queued: a million
@@ -1022,8 +1018,8 @@ fn init_shared<T: Task>(ctx: &mut T::Context) -> Result<(), Error> {
         .map_err(|e| Error::spawn(format!("Task::init of task {:?} failed: {e}", T::NAME)))
 }
 
-fn into_result<O>(item: Item<O>) -> Result<O, Error> {
-    item.result.map_err(|e| Error::Failed(*e))
+fn into_result<O>(item: Collected<O>) -> Result<O, Error> {
+    item.map_err(|e| Error::Failed(*e))
 }
 
 fn collect_one<T: Task>(mut g: MutexGuard<'_, State<T>>, req: u64) -> Result<T::Output, Error> {
@@ -1032,7 +1028,7 @@ fn collect_one<T: Task>(mut g: MutexGuard<'_, State<T>>, req: u64) -> Result<T::
 }
 
 /// Turns a complete collect request's results into what its handle returns.
-type Finish<O, V> = fn(Vec<Item<O>>) -> Result<V, Error>;
+type Finish<O, V> = fn(Vec<Collected<O>>) -> Result<V, Error>;
 
 /// The lazy machinery behind `imap` and `imap_unordered`.
 struct Stream<'p, T: Task, I> {

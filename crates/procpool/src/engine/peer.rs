@@ -153,11 +153,24 @@ fn decode_results<T: Task>(
     // Never trust the count for an allocation: each result takes at least 13 bytes.
     let mut out = Vec::with_capacity((count as usize).min(bytes.len() / 13 + 1));
     for _ in 0..count {
+        if let Some((compute_ns, output, rest)) = codec::split_ok_result(bytes) {
+            bytes = rest;
+            out.push(Finished {
+                compute_ns,
+                phases: None,
+                outcome: codec::decode::<T::Output>(output).map_err(|e| {
+                    Box::new(JobError::Codec {
+                        message: format!("output: {e}"),
+                    })
+                }),
+            });
+            continue;
+        }
         let (r, used) = codec::decode_job_result(bytes)?;
         bytes = &bytes[used..];
         out.push(Finished {
             compute_ns: r.compute_ns,
-            phases: r.phases,
+            phases: r.phases.map(Box::new),
             outcome: match r.outcome {
                 Outcome::Ok(b) => codec::decode::<T::Output>(b).map_err(|e| {
                     Box::new(JobError::Codec {

@@ -15,7 +15,7 @@ mod sim;
 pub(crate) mod stats;
 pub(crate) mod workers;
 
-pub(crate) use requests::{Item, Sink};
+pub(crate) use requests::{Collected, Item, Sink};
 pub(crate) use workers::{WorkerKey, transient_spawn_error};
 
 use crate::error::{Error, JobError};
@@ -66,10 +66,12 @@ pub(crate) struct Exit {
 /// One job's result as a worker reports it.
 #[derive(Debug)]
 pub(crate) struct Finished<O> {
-    /// Nanoseconds the task ran.
+    /// Nanoseconds the task ran (process workers not asked for each job's time report
+    /// a group's time on its last job and 0 on the others: sums are exact).
     pub compute_ns: u64,
-    /// When its phases ended in the worker, if the pool asked for them.
-    pub phases: Option<crate::wire::msg::Phases>,
+    /// When its phases ended in the worker, if the pool asked for them (boxed: results are
+    /// moved around in bulk, and this is 40 bytes that are rarely there).
+    pub phases: Option<Box<crate::wire::msg::Phases>>,
     /// What came of it (the error boxed: results are moved around in bulk).
     pub outcome: Result<O, Box<JobError>>,
 }
@@ -447,7 +449,7 @@ impl<P: Payload, O> Core<P, O> {
         if !self.requests.accepts(req) {
             return;
         }
-        self.requests.add_outstanding(req);
+        self.requests.add_outstanding(req, 1);
         let meta = Meta {
             req,
             pos,
@@ -469,6 +471,62 @@ impl<P: Payload, O> Core<P, O> {
             Ok(payload) => self.pending.push_back(Queued { meta, payload }),
             Err(e) => self.fail(meta, e),
         }
+    }
+
+    /// Adds the jobs of `req` at positions `first_pos..` (each payload, or its immediate
+    /// failure), submitted at `now`, as [`Core::submit`] would one by one; returns how many
+    /// the iterator gave (all of them are consumed, taken in or not).
+    pub(crate) fn submit_many(
+        &mut self,
+        req: u64,
+        first_pos: u64,
+        payloads: impl Iterator<Item = Result<P, JobError>>,
+        now: Instant,
+    ) -> u64 {
+        if !self.requests.accepts(req) {
+            return payloads.count() as u64;
+        }
+        let stopped = match (&self.life.fatal, self.phase) {
+            (_, Phase::Terminated) => Some(JobError::Terminated),
+            (Some(reason), _) => Some(JobError::NoWorker {
+                reason: reason.clone(),
+            }),
+            _ => None,
+        };
+        self.pending.reserve(payloads.size_hint().0);
+        let mut pos = first_pos;
+        let mut queued = 0;
+        for payload in payloads {
+            let meta = Meta {
+                req,
+                pos,
+                seq: self.next_seq,
+                crashes: 0,
+                starts: 0,
+                queued: now,
+            };
+            self.next_seq += 1;
+            pos += 1;
+            match (payload, &stopped) {
+                (Ok(payload), None) => {
+                    self.pending.push_back(Queued { meta, payload });
+                    queued += 1;
+                }
+                (payload, stopped) => {
+                    let e = match (payload, stopped) {
+                        (Err(e), _) => e,
+                        (Ok(_), Some(e)) => e.clone(),
+                        (Ok(_), None) => JobError::Terminated,
+                    };
+                    // Outstanding before it fails: the failure is its delivery.
+                    self.requests.add_outstanding(req, 1);
+                    self.fail(meta, e);
+                }
+            }
+        }
+        // Queued jobs are outstanding too; nothing reads the count in between.
+        self.requests.add_outstanding(req, queued);
+        pos - first_pos
     }
 
     /// Drops a request: its queued jobs are withdrawn, results still in flight discarded.
@@ -515,7 +573,7 @@ impl<P: Payload, O> Core<P, O> {
     }
 
     /// Takes a complete collect request's results, in position order, and closes it.
-    pub(crate) fn take_collected(&mut self, req: u64) -> Option<Vec<Item<O>>> {
+    pub(crate) fn take_collected(&mut self, req: u64) -> Option<Vec<Collected<O>>> {
         self.requests.take_collected(req)
     }
 
@@ -1152,7 +1210,7 @@ impl<P: Payload, O> Core<P, O> {
             }
             if let Some(q) = self.suspects.pop_front() {
                 self.slots[si].isolating = true;
-                self.send(si, vec![q], now);
+                self.send(si, vec![q.meta], vec![q.payload], now);
             }
         }
         if self.pending.is_empty() {
@@ -1179,31 +1237,33 @@ impl<P: Payload, O> Core<P, O> {
                     continue;
                 }
                 let n = size.min(room).min(self.pending.len());
-                let jobs: Vec<Queued<P>> = self.pending.drain(..n).collect();
-                self.send(si, jobs, now);
+                let mut metas = Vec::with_capacity(n);
+                let mut payloads = Vec::with_capacity(n);
+                for q in self.pending.drain(..n) {
+                    metas.push(q.meta);
+                    payloads.push(q.payload);
+                }
+                self.send(si, metas, payloads, now);
                 progress = true;
             }
         }
     }
 
-    fn send(&mut self, si: usize, jobs: Vec<Queued<P>>, now: Instant) {
+    /// Sends jobs to worker `si` as one chunk (`metas` and `payloads` side by side).
+    fn send(&mut self, si: usize, mut metas: Vec<Meta>, payloads: Vec<P>, now: Instant) {
         let id = self.next_chunk;
         self.next_chunk += 1;
         let slot = &mut self.slots[si];
-        let alone = slot.held == 0 && jobs.len() == 1;
+        let alone = slot.held == 0 && metas.len() == 1;
         if slot.held == 0 {
             slot.progress = now;
         }
-        slot.held += jobs.len();
-        slot.sent += jobs.len() as u64;
+        slot.held += metas.len();
+        slot.sent += metas.len() as u64;
         slot.chunks.push_back(id);
         let (key, index, pid) = (slot.key, slot.index, slot.pid);
-        let mut metas = Vec::with_capacity(jobs.len());
-        let mut payloads = Vec::with_capacity(jobs.len());
-        for mut q in jobs {
-            q.meta.starts = q.meta.starts.saturating_add(1);
-            metas.push(q.meta);
-            payloads.push(q.payload);
+        for m in &mut metas {
+            m.starts = m.starts.saturating_add(1);
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let positions: Vec<u64> = metas.iter().take(16).map(|m| m.pos).collect();

@@ -560,7 +560,7 @@ impl Sim {
                             ));
                         }
                         for (pos, item) in items.into_iter().enumerate() {
-                            c.taken.insert(pos as u64, item.result.map_err(|e| *e));
+                            c.taken.insert(pos as u64, item.map_err(|e| *e));
                         }
                         c.done = true;
                     }
@@ -633,9 +633,15 @@ impl Sim {
                 .map_err(|e| format!("open: {e}"))?;
             if c.kind == Kind::Collect {
                 self.core.hint_len(c.jobs.len());
+                // In batches, as `Pool::map` submits.
                 let now = self.t0 + self.now;
-                for (pos, job) in c.jobs.iter().enumerate() {
-                    self.core.submit(c.req, pos as u64, Ok(job.clone()), now);
+                let mut pos = 0;
+                for batch in c.jobs.chunks(7) {
+                    let jobs = batch.iter().map(|j| Ok(j.clone()));
+                    pos += self.core.submit_many(c.req, pos, jobs, now);
+                }
+                if pos != c.jobs.len() as u64 {
+                    return Err(format!("submit_many took {pos} of {} jobs", c.jobs.len()));
                 }
                 c.submitted = c.jobs.len();
             } else if c.jobs.is_empty() {

@@ -69,6 +69,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decodes an owned value that must fill `bytes` exactly.
+#[inline]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) = with_limit_for!(
         bytes.len(),
@@ -145,6 +146,7 @@ pub(crate) fn encode_jobs<'a>(
 /// Encodes one job's result exactly as [`encode_into`] would, without going through serde
 /// for a successful job (the hot path of many small jobs). An error outcome goes through
 /// serde.
+#[inline]
 pub(crate) fn encode_job_result(r: &JobResult<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let Outcome::Ok(bytes) = r.outcome else {
         return encode_into(r, out);
@@ -166,8 +168,28 @@ pub(crate) fn encode_job_result(r: &JobResult<'_>, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
+/// The commonest job result read in place: a successful job without phases. Returns its
+/// `compute_ns`, its output's bytes and what follows it, or `None` for anything else
+/// (decode that with [`decode_job_result`], which also explains errors). Plain values
+/// out, no enum: on the coordinator's hot path a `JobResult` moved through a `Result`
+/// cost a store-forwarding stall per job (measured).
+#[inline(always)]
+pub(crate) fn split_ok_result(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let (ns, rest) = bytes.split_first_chunk::<8>()?;
+    let (tag, rest) = rest.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*tag) != 0 {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    let (output, rest) = rest.split_at_checked(len)?;
+    let (&phases, rest) = rest.split_first()?;
+    (phases == 0).then_some((u64::from_le_bytes(*ns), output, rest))
+}
+
 /// Decodes one job's result from the start of `bytes`, as [`decode_prefix`] would (and
 /// fast for a successful job); returns it and the bytes it used.
+#[inline]
 pub(crate) fn decode_job_result(bytes: &[u8]) -> Result<(JobResult<'_>, usize), CodecError> {
     fn u64_at(b: &[u8], at: usize) -> Option<u64> {
         Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
@@ -219,6 +241,7 @@ pub(crate) fn decode_job_result(bytes: &[u8]) -> Result<(JobResult<'_>, usize), 
     ))
 }
 
+#[inline]
 fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
     if used == len {
         Ok(())
@@ -228,6 +251,111 @@ fn check_used(used: usize, len: usize) -> Result<(), CodecError> {
             len - used
         )))
     }
+}
+
+/// A `Down::Jobs` message read in place by [`decode_jobs`]: the payloads and tags are
+/// walked from the frame's bytes, with no vector built per chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JobsView<'a> {
+    /// The chunk's id.
+    pub chunk: u64,
+    /// Index of the first job within the chunk.
+    pub first: u32,
+    /// Number of jobs.
+    pub count: usize,
+    /// The payloads, each behind its u64 length (checked to fill this exactly).
+    payloads: &'a [u8],
+    /// The tags, 8 bytes each (none, or one per job... whatever the frame holds).
+    tags: &'a [u8],
+}
+
+impl<'a> JobsView<'a> {
+    /// The payloads in order.
+    pub(crate) fn payloads(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut rest = self.payloads;
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<8>()?;
+            // `decode_jobs` checked that every length fits in what follows it.
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            let (payload, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(payload)
+        })
+    }
+
+    /// Tag `i`, if the frame has one.
+    pub(crate) fn tag(&self, i: usize) -> Option<u64> {
+        let at = i.checked_mul(8)?;
+        let bytes = self.tags.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+}
+
+/// Reads a `Down::Jobs` message as [`decode_borrowed`] would, without building it (the
+/// worker's hot path of many small jobs). `None` when `bytes` holds another message
+/// (decode that one with [`decode_borrowed`]); an error when it is a `Jobs` message that
+/// is cut short, overlong or inconsistent — exactly the inputs bincode refuses.
+pub(crate) fn decode_jobs(bytes: &[u8]) -> Option<Result<JobsView<'_>, CodecError>> {
+    /// `Down::Jobs` is variant 2 (see [`encode_jobs`]).
+    const JOBS: [u8; 4] = 2u32.to_le_bytes();
+    let (tag, rest) = bytes.split_first_chunk::<4>()?;
+    if *tag != JOBS {
+        return None;
+    }
+    fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], CodecError> {
+        let (v, tail) = rest
+            .split_first_chunk::<N>()
+            .ok_or_else(|| CodecError("decode failed: a jobs message is cut short".into()))?;
+        *rest = tail;
+        Ok(*v)
+    }
+    fn len(rest: &mut &[u8]) -> Result<usize, CodecError> {
+        let n = u64::from_le_bytes(take::<8>(rest)?);
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= rest.len())
+            .ok_or_else(|| {
+                CodecError(format!(
+                    "decode failed: a length of {n} in a jobs message of {} bytes",
+                    rest.len()
+                ))
+            })
+    }
+    Some((|| {
+        let mut rest = rest;
+        let chunk = u64::from_le_bytes(take::<8>(&mut rest)?);
+        let first = u32::from_le_bytes(take::<4>(&mut rest)?);
+        // Each payload takes at least its 8-byte length: a count cannot exceed that.
+        let count = u64::from_le_bytes(take::<8>(&mut rest)?);
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|&c| c <= rest.len() / 8)
+            .ok_or_else(|| CodecError(format!("decode failed: {count} jobs claimed")))?;
+        let start = rest;
+        for _ in 0..count {
+            let n = len(&mut rest)?;
+            rest = &rest[n..];
+        }
+        let payloads = &start[..start.len() - rest.len()];
+        let tags = u64::from_le_bytes(take::<8>(&mut rest)?);
+        let tags = usize::try_from(tags)
+            .ok()
+            .and_then(|t| t.checked_mul(8))
+            .filter(|&b| b == rest.len())
+            .ok_or_else(|| {
+                CodecError(format!(
+                    "decode failed: {tags} tags in the last {} bytes of a jobs message",
+                    rest.len()
+                ))
+            })?;
+        Ok(JobsView {
+            chunk,
+            first,
+            count,
+            payloads,
+            tags: &rest[..tags],
+        })
+    })())
 }
 
 #[cfg(test)]
@@ -302,12 +430,22 @@ mod tests {
             let slow = encode(&r).unwrap();
             proptest::prop_assert_eq!(&fast, &slow);
             fast.extend_from_slice(b"tail");
+            match split_ok_result(&fast) {
+                Some((ns2, output, rest)) => {
+                    proptest::prop_assert!(out.is_some() && r.phases.is_none());
+                    proptest::prop_assert_eq!(ns2, ns);
+                    proptest::prop_assert_eq!(Some(output), out.as_deref());
+                    proptest::prop_assert_eq!(rest, b"tail");
+                }
+                None => proptest::prop_assert!(out.is_none() || r.phases.is_some()),
+            }
             let (back, used) = decode_job_result(&fast).unwrap();
             proptest::prop_assert_eq!(back, r);
             proptest::prop_assert_eq!(used, slow.len());
             // Cut short anywhere: an error, never a panic or a read past the end.
             if cut < slow.len() {
                 proptest::prop_assert!(decode_job_result(&slow[..cut]).is_err());
+                proptest::prop_assert!(split_ok_result(&slow[..cut]).is_none());
             }
         }
     }
@@ -327,6 +465,57 @@ mod tests {
             encode_jobs(&mut fast, 77, 3, payloads.iter().map(Vec::as_slice), &tags);
             assert_eq!(fast, encode(&msg).unwrap());
             assert_eq!(decode_borrowed::<Down<'_>>(&fast).unwrap(), msg);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_jobs_decoding_is_bincode(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20), 0..8),
+            tags in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..8),
+            chunk in proptest::prelude::any::<u64>(),
+            first in proptest::prelude::any::<u32>(),
+            cut in 0usize..400,
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            use super::super::msg::{Bytes, Down};
+            let mut bytes = Vec::new();
+            encode_jobs(&mut bytes, chunk, first, payloads.iter().map(Vec::as_slice), &tags);
+            let view = decode_jobs(&bytes).unwrap().unwrap();
+            proptest::prop_assert_eq!((view.chunk, view.first, view.count), (chunk, first, payloads.len()));
+            let got: Vec<&[u8]> = view.payloads().collect();
+            let want: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert_eq!(got, want);
+            for i in 0..=tags.len() {
+                proptest::prop_assert_eq!(view.tag(i), tags.get(i).copied());
+            }
+            // Damaged or cut short: it accepts exactly what bincode accepts, and agrees.
+            let mut bad = bytes.clone();
+            bad.truncate(cut.min(bad.len()));
+            if !bad.is_empty() {
+                let at = flip.0 % bad.len();
+                bad[at] ^= flip.1;
+            }
+            let slow = decode_borrowed::<Down<'_>>(&bad);
+            match decode_jobs(&bad) {
+                None => {
+                    let was_jobs = matches!(slow, Ok(Down::Jobs { .. }));
+                    proptest::prop_assert!(!was_jobs, "bincode read jobs");
+                }
+                Some(Err(_)) => proptest::prop_assert!(slow.is_err(), "{:?}", slow),
+                Some(Ok(v)) => {
+                    let Ok(Down::Jobs { chunk, first, payloads, tags }) = slow else {
+                        return Err(proptest::test_runner::TestCaseError::fail(format!("bincode: {slow:?}")));
+                    };
+                    proptest::prop_assert_eq!((v.chunk, v.first, v.count), (chunk, first, payloads.len()));
+                    let got: Vec<&[u8]> = v.payloads().collect();
+                    let want: Vec<&[u8]> = payloads.iter().map(|Bytes(b)| *b).collect();
+                    proptest::prop_assert_eq!(got, want);
+                    for i in 0..=tags.len() {
+                        proptest::prop_assert_eq!(v.tag(i), tags.get(i).copied());
+                    }
+                }
+            }
         }
     }
 

@@ -87,6 +87,9 @@ pub struct Bytes<'a>(#[serde(with = "serde_bytes")] pub &'a [u8]);
 
 /// Set in [`Down::Hello`]'s flags: time each job's phases (see [`Phases`]).
 pub const FLAG_PHASES: u32 = 1;
+/// Set in [`Down::Hello`]'s flags: read the clock after every job, so that each result's
+/// `compute_ns` is its own job's (without it, only the sum over a chunk is exact).
+pub const FLAG_JOB_TIMES: u32 = 2;
 
 /// Worker → coordinator.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -123,7 +126,10 @@ pub enum Up<'a> {
 /// One job's result inside [`Up::Done`].
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobResult<'a> {
-    /// Nanoseconds the task itself ran.
+    /// Nanoseconds since the previous timed result of the chunk ended (or the chunk
+    /// arrived): the job's own time when the coordinator set [`FLAG_JOB_TIMES`] or
+    /// [`FLAG_PHASES`]; otherwise the worker reads its clock once per group of jobs, the
+    /// group's last result carries its time and the others 0, and only sums are exact.
     pub compute_ns: u64,
     /// What came of it.
     #[serde(borrow)]

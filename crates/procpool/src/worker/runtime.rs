@@ -104,6 +104,8 @@ struct Shared {
     wake: Condvar,
     /// Something is waiting to be written (checked without the lock on every job).
     waiting: AtomicBool,
+    /// The flusher has been told to write it out in time (checked without the lock too).
+    armed: AtomicBool,
 }
 
 struct Outbox {
@@ -161,6 +163,7 @@ impl DeadlineWriter {
             }),
             wake: Condvar::new(),
             waiting: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
         });
         let flusher = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -185,6 +188,7 @@ impl DeadlineWriter {
                         _ => {
                             let _ = out.write_out(&s.waiting);
                             out.armed = false;
+                            s.armed.store(false, Ordering::Relaxed);
                         }
                     }
                 }
@@ -226,15 +230,19 @@ impl Output for DeadlineWriter {
     }
 
     fn job_starting(&mut self) {
-        // Results are waiting while a job starts: make sure they go out in time.
-        if !self.shared.waiting.load(Ordering::Relaxed) {
+        // Results are waiting while a job starts: make sure they go out in time. Both
+        // flags are read without the lock: once armed, the jobs that follow take no lock
+        // here (a stale `true` only skips arming a flusher that is already due to write).
+        let s = &*self.shared;
+        if !s.waiting.load(Ordering::Relaxed) || s.armed.load(Ordering::Relaxed) {
             return;
         }
         let mut out = self.outbox();
         if out.since.is_some() && !out.armed {
             out.armed = true;
+            s.armed.store(true, Ordering::Relaxed);
             drop(out);
-            self.shared.wake.notify_one();
+            s.wake.notify_one();
         }
     }
 }
