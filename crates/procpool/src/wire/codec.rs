@@ -143,6 +143,21 @@ pub(crate) fn encode_jobs<'a>(
     }
 }
 
+/// Appends the result of a job that succeeded with `output`, without phases, exactly as
+/// [`encode_into`] would encode its `JobResult` (the worker's hot path).
+#[inline]
+pub(crate) fn encode_ok_result(out: &mut Vec<u8>, compute_ns: u64, output: &[u8]) {
+    let mut head = [0u8; 20];
+    head[..8].copy_from_slice(&compute_ns.to_le_bytes());
+    // Bytes 8..12: variant 0, `Outcome::Ok`.
+    head[12..].copy_from_slice(&(output.len() as u64).to_le_bytes());
+    out.reserve(head.len() + output.len() + 1);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(output);
+    // `phases: None`.
+    out.push(0);
+}
+
 /// Encodes one job's result exactly as [`encode_into`] would, without going through serde
 /// for a successful job (the hot path of many small jobs). An error outcome goes through
 /// serde.
@@ -151,19 +166,18 @@ pub(crate) fn encode_job_result(r: &JobResult<'_>, out: &mut Vec<u8>) -> Result<
     let Outcome::Ok(bytes) = r.outcome else {
         return encode_into(r, out);
     };
+    let Some(p) = &r.phases else {
+        encode_ok_result(out, r.compute_ns, bytes);
+        return Ok(());
+    };
     out.reserve(8 + 4 + 8 + bytes.len() + 33);
     out.extend_from_slice(&r.compute_ns.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     out.extend_from_slice(bytes);
-    match &r.phases {
-        None => out.push(0),
-        Some(p) => {
-            out.push(1);
-            for v in [p.begun, p.decoded, p.computed, p.encoded] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
+    out.push(1);
+    for v in [p.begun, p.decoded, p.computed, p.encoded] {
+        out.extend_from_slice(&v.to_le_bytes());
     }
     Ok(())
 }

@@ -60,6 +60,19 @@ pub(crate) trait Output {
     fn frame(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Queues one job's encoded [`JobResult`]: job `index` of `chunk`.
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()>;
+    /// Queues the result of a job that succeeded with `output`, without phases (what
+    /// [`codec::encode_ok_result`] writes); outputs that batch results encode it in place.
+    fn ok_result(
+        &mut self,
+        chunk: u64,
+        index: u32,
+        compute_ns: u64,
+        output: &[u8],
+    ) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(output.len() + 21);
+        codec::encode_ok_result(&mut bytes, compute_ns, output);
+        self.result(chunk, index, &bytes)
+    }
     /// Writes out everything queued (the worker is about to wait for input).
     fn flush(&mut self) -> io::Result<()>;
     /// The largest frame it may write from now on.
@@ -100,16 +113,34 @@ impl Batch {
         index: u32,
         result: &[u8],
     ) -> io::Result<()> {
+        self.push_with(out, chunk, index, result.len(), |b| {
+            b.extend_from_slice(result)
+        })
+    }
+
+    /// Adds a result that `write` appends (about `len` bytes), sealing first as [`push`]
+    /// does.
+    ///
+    /// [`push`]: Batch::push
+    #[inline]
+    pub(crate) fn push_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        chunk: u64,
+        index: u32,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
         let continues = self.count > 0
             && self.chunk == chunk
             && self.first.checked_add(self.count) == Some(index)
-            && self.bytes.len() + result.len() + 64 < (self.max_frame / 2) as usize;
+            && self.bytes.len() + len + 64 < (self.max_frame / 2) as usize;
         if !continues {
             self.seal(out)?;
             self.chunk = chunk;
             self.first = index;
         }
-        self.bytes.extend_from_slice(result);
+        write(&mut self.bytes);
         self.count += 1;
         Ok(())
     }
@@ -536,6 +567,15 @@ fn run_jobs<T: Task, const TIMED: bool>(
             };
             if TIMED {
                 phases.encoded = wall_ns();
+            }
+            if let (false, Outcome::Ok(bytes)) = (TIMED, &outcome) {
+                // The commonest result, encoded in place by outputs that can.
+                output.ok_result(chunk, index, compute_ns, bytes)?;
+                sent += 1;
+                if let Some(f) = fault {
+                    f.after_result(sent, *output)?;
+                }
+                continue;
             }
             result.clear();
             let encoded = codec::encode_job_result(

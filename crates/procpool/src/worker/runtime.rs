@@ -11,6 +11,7 @@ use super::{Batch, FLUSH_AFTER, Output, Registry};
 use crate::engine::Spinner;
 use crate::os::env::{self, EXIT_ORPHANED, EXIT_PROTOCOL, WorkerEnv};
 use crate::os::{shm, unix};
+use crate::wire::codec;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -218,6 +219,22 @@ impl Output for DeadlineWriter {
         out.queued(waiting)?;
         let Outbox { buf, batch, .. } = &mut *out;
         batch.push(buf, chunk, index, result)
+    }
+
+    fn ok_result(
+        &mut self,
+        chunk: u64,
+        index: u32,
+        compute_ns: u64,
+        output: &[u8],
+    ) -> io::Result<()> {
+        let waiting = &self.shared.waiting;
+        let mut out = self.outbox();
+        out.queued(waiting)?;
+        let Outbox { buf, batch, .. } = &mut *out;
+        batch.push_with(buf, chunk, index, output.len() + 21, |b| {
+            codec::encode_ok_result(b, compute_ns, output)
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
