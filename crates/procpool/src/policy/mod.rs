@@ -10,6 +10,7 @@
 mod blame;
 mod chunking;
 mod requests;
+mod runs;
 #[cfg(test)]
 mod sim;
 pub(crate) mod stats;
@@ -23,10 +24,10 @@ use crate::table::IdTable;
 use blame::Verdict;
 use chunking::Sizer;
 use requests::Requests;
+use runs::{Metas, Queue};
 use stats::{
     Chunk, ChunkChoice, JobSpan, PoolStats, Timeline, WorkerPhases, WorkerRef, WorkerSpan,
 };
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use workers::{EarlyDeath, Failure, Lifecycle, Slot, State};
@@ -167,18 +168,11 @@ struct Meta {
     queued: Instant,
 }
 
-/// A job waiting to be sent.
-#[derive(Debug)]
-struct Queued<P> {
-    meta: Meta,
-    payload: P,
-}
-
 /// Jobs sent together: one id, one table entry, one frame, results in order.
 #[derive(Debug)]
 struct ChunkRec<P> {
     worker: WorkerKey,
-    jobs: Vec<Meta>,
+    jobs: Metas,
     payloads: Vec<P>,
     /// Jobs whose result arrived (a prefix).
     done: usize,
@@ -208,9 +202,9 @@ pub(crate) struct Core<P, O> {
     next_key: WorkerKey,
     chunks: IdTable<ChunkRec<P>>,
     next_chunk: ChunkId,
-    pending: VecDeque<Queued<P>>,
+    pending: Queue<P>,
     /// Jobs to run alone (see `blame`); they go before `pending`.
-    suspects: VecDeque<Queued<P>>,
+    suspects: Queue<P>,
     orphans: Vec<Orphan>,
     requests: Requests<O>,
     next_seq: u64,
@@ -238,8 +232,8 @@ impl<P: Payload, O> Core<P, O> {
             next_key: 0,
             chunks: IdTable::default(),
             next_chunk: 0,
-            pending: VecDeque::new(),
-            suspects: VecDeque::new(),
+            pending: Queue::default(),
+            suspects: Queue::default(),
             orphans: Vec::new(),
             requests: Requests::default(),
             next_seq: 0,
@@ -372,12 +366,12 @@ impl<P: Payload, O> Core<P, O> {
     /// Kills every worker now; every unfinished job fails with `Terminated`.
     pub(crate) fn terminate(&mut self) {
         self.phase = Phase::Terminated;
-        let mut failed: Vec<Meta> = self.suspects.drain(..).map(|q| q.meta).collect();
-        failed.extend(self.pending.drain(..).map(|q| q.meta));
+        let mut failed: Vec<Meta> = self.suspects.drain_metas();
+        failed.extend(self.pending.drain_metas());
         for s in &mut self.slots {
             for id in s.chunks.drain(..) {
                 if let Some(c) = self.chunks.remove(&id) {
-                    failed.extend_from_slice(&c.jobs[c.done..]);
+                    failed.extend(c.jobs.iter_from(c.done));
                 }
             }
             s.held = 0;
@@ -468,7 +462,7 @@ impl<P: Payload, O> Core<P, O> {
             _ => payload,
         };
         match payload {
-            Ok(payload) => self.pending.push_back(Queued { meta, payload }),
+            Ok(payload) => self.pending.push_back(meta, payload),
             Err(e) => self.fail(meta, e),
         }
     }
@@ -493,11 +487,17 @@ impl<P: Payload, O> Core<P, O> {
             }),
             _ => None,
         };
+        let mut payloads = payloads.map(|p| match (p, &stopped) {
+            (Ok(p), None) => Ok(p),
+            (Err(e), _) => Err(e),
+            // A request opened before the pool stopped may still feed it: fail those now.
+            (Ok(_), Some(e)) => Err(e.clone()),
+        });
         self.pending.reserve(payloads.size_hint().0);
         let mut pos = first_pos;
         let mut queued = 0;
-        for payload in payloads {
-            let meta = Meta {
+        loop {
+            let first = Meta {
                 req,
                 pos,
                 seq: self.next_seq,
@@ -505,24 +505,23 @@ impl<P: Payload, O> Core<P, O> {
                 starts: 0,
                 queued: now,
             };
-            self.next_seq += 1;
+            let (n, error) = self.pending.push_run(first, &mut payloads);
+            pos += n as u64;
+            self.next_seq += n as u64;
+            queued += n;
+            let Some(e) = error else {
+                break;
+            };
+            let meta = Meta {
+                pos,
+                seq: self.next_seq,
+                ..first
+            };
             pos += 1;
-            match (payload, &stopped) {
-                (Ok(payload), None) => {
-                    self.pending.push_back(Queued { meta, payload });
-                    queued += 1;
-                }
-                (payload, stopped) => {
-                    let e = match (payload, stopped) {
-                        (Err(e), _) => e,
-                        (Ok(_), Some(e)) => e.clone(),
-                        (Ok(_), None) => JobError::Terminated,
-                    };
-                    // Outstanding before it fails: the failure is its delivery.
-                    self.requests.add_outstanding(req, 1);
-                    self.fail(meta, e);
-                }
-            }
+            self.next_seq += 1;
+            // Outstanding before it fails: the failure is its delivery.
+            self.requests.add_outstanding(req, 1);
+            self.fail(meta, e);
         }
         // Queued jobs are outstanding too; nothing reads the count in between.
         self.requests.add_outstanding(req, queued);
@@ -535,8 +534,8 @@ impl<P: Payload, O> Core<P, O> {
             return;
         }
         let before = self.pending.len() + self.suspects.len();
-        self.pending.retain(|q| q.meta.req != req);
-        self.suspects.retain(|q| q.meta.req != req);
+        self.pending.retain(|r| r != req);
+        self.suspects.retain(|r| r != req);
         let withdrawn = before - self.pending.len() - self.suspects.len();
         self.requests.withdraw(req, withdrawn);
     }
@@ -821,7 +820,7 @@ impl<P: Payload, O> Core<P, O> {
         c.done += results.len();
         let n = results.len() as u64;
         let mut total_ns = 0u64;
-        for (meta, r) in c.jobs[start..c.done].iter().zip(results) {
+        for (meta, r) in c.jobs.iter_from(start).zip(results) {
             total_ns = total_ns.saturating_add(r.compute_ns);
             let compute = Duration::from_nanos(r.compute_ns);
             if single {
@@ -921,7 +920,7 @@ impl<P: Payload, O> Core<P, O> {
         for id in &slot.chunks {
             if let Some(c) = self.chunks.remove(id) {
                 let done = c.done;
-                for (index, (meta, payload)) in c.jobs.into_iter().zip(c.payloads).enumerate() {
+                for (index, (meta, payload)) in c.jobs.iter().zip(c.payloads).enumerate() {
                     if index >= done {
                         held.push((*id, index, meta, payload));
                     }
@@ -1001,18 +1000,18 @@ impl<P: Payload, O> Core<P, O> {
                         attempt = crashes + 1,
                         "re-running a job whose worker died"
                     );
-                    suspects.push(Queued { meta, payload });
+                    suspects.push((meta, payload));
                 }
-                Verdict::Suspect => suspects.push(Queued { meta, payload }),
-                Verdict::Requeue => requeue.push(Queued { meta, payload }),
+                Verdict::Suspect => suspects.push((meta, payload)),
+                Verdict::Requeue => requeue.push((meta, payload)),
             }
         }
         self.stats.jobs_redispatched += (suspects.len() + requeue.len()) as u64;
-        for q in requeue.into_iter().rev() {
-            self.pending.push_front(q);
+        for (meta, payload) in requeue.into_iter().rev() {
+            self.pending.push_front(meta, payload);
         }
-        for q in suspects.into_iter().rev() {
-            self.suspects.push_front(q);
+        for (meta, payload) in suspects.into_iter().rev() {
+            self.suspects.push_front(meta, payload);
         }
     }
 
@@ -1052,8 +1051,8 @@ impl<P: Payload, O> Core<P, O> {
         {
             return;
         }
-        let mut stuck: Vec<Meta> = self.suspects.drain(..).map(|q| q.meta).collect();
-        stuck.extend(self.pending.drain(..).map(|q| q.meta));
+        let mut stuck: Vec<Meta> = self.suspects.drain_metas();
+        stuck.extend(self.pending.drain_metas());
         for meta in stuck {
             self.fail(
                 meta,
@@ -1208,9 +1207,11 @@ impl<P: Payload, O> Core<P, O> {
             if !s.takes_work() || s.held > 0 || self.quota(s) == 0 {
                 continue;
             }
-            if let Some(q) = self.suspects.pop_front() {
+            if let Some((meta, payload)) = self.suspects.pop_front() {
                 self.slots[si].isolating = true;
-                self.send(si, vec![q.meta], vec![q.payload], now);
+                let mut metas = Metas::default();
+                metas.push(meta);
+                self.send(si, metas, vec![payload], now);
             }
         }
         if self.pending.is_empty() {
@@ -1236,13 +1237,7 @@ impl<P: Payload, O> Core<P, O> {
                 if room == 0 {
                     continue;
                 }
-                let n = size.min(room).min(self.pending.len());
-                let mut metas = Vec::with_capacity(n);
-                let mut payloads = Vec::with_capacity(n);
-                for q in self.pending.drain(..n) {
-                    metas.push(q.meta);
-                    payloads.push(q.payload);
-                }
+                let (metas, payloads) = self.pending.take_front(size.min(room));
                 self.send(si, metas, payloads, now);
                 progress = true;
             }
@@ -1250,7 +1245,7 @@ impl<P: Payload, O> Core<P, O> {
     }
 
     /// Sends jobs to worker `si` as one chunk (`metas` and `payloads` side by side).
-    fn send(&mut self, si: usize, mut metas: Vec<Meta>, payloads: Vec<P>, now: Instant) {
+    fn send(&mut self, si: usize, mut metas: Metas, payloads: Vec<P>, now: Instant) {
         let id = self.next_chunk;
         self.next_chunk += 1;
         let slot = &mut self.slots[si];
@@ -1262,9 +1257,7 @@ impl<P: Payload, O> Core<P, O> {
         slot.sent += metas.len() as u64;
         slot.chunks.push_back(id);
         let (key, index, pid) = (slot.key, slot.index, slot.pid);
-        for m in &mut metas {
-            m.starts = m.starts.saturating_add(1);
-        }
+        metas.count_start();
         if tracing::enabled!(tracing::Level::DEBUG) {
             let positions: Vec<u64> = metas.iter().take(16).map(|m| m.pos).collect();
             debug!(
