@@ -621,7 +621,8 @@ def main() -> int:
     n = kern["samples"]
     t.start(f"Kernel on one core: n = {n}, 100 widths, median of {repeat}")
     t.note("Rust: coordinator --backend serial --select none, elapsed_s (the bucket index of "
-           "the per-sample distances, built in shared memory, + 100 widths; no loading)")
+           "the per-sample distances kept for the 100 widths, one pass, + 100 widths; "
+           "no loading)")
     scaled = (f", timed {kern['usual_widths_timed']} of 100 widths, scaled"
               if kern["usual_widths_timed"] < 100 else "")
     t.time(f"numpy as usually written{scaled}", kern["rust_elapsed_s"], kern["usual_s"])

@@ -312,7 +312,7 @@ fn runs_over_the_memory_budget_are_refused_with_the_numbers() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     for needle in [
         "samples 16000000",
-        "index 8032784",
+        "index at most 8032784",
         "budget is 4194304 bytes",
         "--max-memory 4M",
     ] {

@@ -304,7 +304,7 @@ impl RunConfig {
 }
 
 /// Checks what a sweep of `n` samples of `d` dimensions will hold against the budget:
-/// the samples (`n × d × 8` bytes), the index (`n × 8` and its offsets) and, for
+/// the samples (`n × d × 8` bytes), the index (at most `n × 8` and its offsets) and, for
 /// cross-validation, the sorted copy (`n × d × 8`), the context once per `copies`.
 pub fn check_memory(
     budget: &Budget,
@@ -319,10 +319,12 @@ pub fn check_memory(
     let sorted = (crate::tasks::context_bytes(n, d, lscv)
         - crate::tasks::context_bytes(n, d, false))
     .saturating_mul(copies as u128);
+    // At most: the index keeps only the buckets the widths read, all n distances when
+    // they read every bucket that holds any.
     let index_name = if copies > 1 {
-        format!("index x {copies} ranks")
+        format!("index at most, x {copies} ranks,")
     } else {
-        "index".to_owned()
+        "index at most".to_owned()
     };
     budget.check(
         &format!("a sweep of {n} samples of {d} dimensions"),
