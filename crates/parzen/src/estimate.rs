@@ -619,39 +619,20 @@ fn read_bucket(key: &BucketKey, h: f64) -> Option<usize> {
     }
 }
 
-/// [`PartialIndex::new`]'s pass: a histogram of every distance's bucket, the distances of
-/// kept buckets set aside in sample order, then placed bucket by bucket. Returns the
-/// offsets, the starts and the kept values.
-fn partial_pass<C: Slot>(
+/// Calls `f` with the distances of consecutive blocks of rows and their buckets (computed
+/// in a loop the compiler vectorizes), in sample order.
+#[inline(always)]
+fn each_block(
     samples: &Samples,
     point: &[f64],
     key: &BucketKey,
-    kept: &[bool],
-) -> (Vec<u64>, Vec<u64>, Vec<f64>) {
-    let mut counts = vec![C::default(); key.buckets()];
-    let mut aside = Vec::new();
-    // In blocks: the distances and their buckets first (a loop the compiler vectorizes),
-    // then the histogram. `bucket` is at most `buckets - 1` = `kept.len() - 1`: the
-    // indexing never fails.
+    mut f: impl FnMut(&[f64], &[u32]),
+) {
     const BLOCK: usize = 256;
     let mut dists = [0.0f64; BLOCK];
     let mut buckets = [0u32; BLOCK];
-    let mut picked = [0.0f64; BLOCK];
-    let mut tally = |dists: &[f64], buckets: &[u32]| {
-        // Branch-free: which bucket is kept is unpredictable sample by sample, and the
-        // mispredictions of an `if` cost more than the histogram itself (measured).
-        for &b in buckets {
-            counts[b as usize] += C::ONE;
-        }
-        let mut len = 0;
-        for (&d, &b) in dists.iter().zip(buckets) {
-            // `len` counts kept distances among at most BLOCK: always in bounds.
-            picked[len.min(BLOCK - 1)] = d;
-            len += usize::from(kept[b as usize]);
-        }
-        aside.extend_from_slice(&picked[..len]);
-    };
     let dims = samples.dims();
+    // Whole blocks first (fixed length: fully unrolled), then the rest.
     let mut rows = samples.as_slice().chunks_exact(dims * BLOCK);
     for block in &mut rows {
         each_distance_in(block, dims, point, &mut dists);
@@ -659,7 +640,7 @@ fn partial_pass<C: Slot>(
             // At most `buckets - 1`, a u32.
             *b = key.bucket(d) as u32;
         }
-        tally(&dists, &buckets);
+        f(&dists, &buckets);
     }
     let rest = rows.remainder();
     let m = rest.len() / dims;
@@ -667,7 +648,50 @@ fn partial_pass<C: Slot>(
     for (b, &d) in buckets.iter_mut().zip(&dists[..m]) {
         *b = key.bucket(d) as u32;
     }
-    tally(&dists[..m], &buckets[..m]);
+    f(&dists[..m], &buckets[..m]);
+}
+
+/// [`PartialIndex::new`]'s work: a histogram of every distance's bucket that sets the
+/// distances of kept buckets aside in sample order, then those placed bucket by bucket.
+/// Returns the offsets, the starts and the kept values.
+///
+/// Memory: the kept values once, plus the set-aside copy while it is at most an eighth of
+/// n; past that the pass stops setting aside and a second pass writes the kept distances
+/// straight into place, so the index never needs much more than its own size (the bound
+/// the coordinator's memory budget assumes).
+fn partial_pass<C: Slot>(
+    samples: &Samples,
+    point: &[f64],
+    key: &BucketKey,
+    kept: &[bool],
+) -> (Vec<u64>, Vec<u64>, Vec<f64>) {
+    let limit = (samples.len() / 8).max(1 << 16);
+    let mut counts = vec![C::default(); key.buckets()];
+    let mut aside = Vec::new();
+    let mut overflow = false;
+    let mut picked = [0.0f64; 256];
+    // `bucket` is at most `buckets - 1` = `kept.len() - 1`: the indexing never fails.
+    each_block(samples, point, key, |dists, buckets| {
+        for &b in buckets {
+            counts[b as usize] += C::ONE;
+        }
+        if overflow {
+            return;
+        }
+        // Branch-free: which bucket is kept is unpredictable sample by sample, and the
+        // mispredictions of an `if` cost more than the histogram itself (measured).
+        let mut len = 0;
+        for (&d, &b) in dists.iter().zip(buckets) {
+            // `len` counts kept distances among at most 256: always in bounds.
+            picked[len.min(picked.len() - 1)] = d;
+            len += usize::from(kept[b as usize]);
+        }
+        aside.extend_from_slice(&picked[..len]);
+        if aside.len() > limit {
+            overflow = true;
+            aside = Vec::new();
+        }
+    });
     let mut offsets = Vec::with_capacity(key.offsets_len());
     let mut starts = Vec::with_capacity(key.offsets_len());
     let mut next = Vec::with_capacity(key.buckets());
@@ -683,12 +707,25 @@ fn partial_pass<C: Slot>(
     }
     offsets.push(offset);
     starts.push(start);
-    // `aside` holds exactly the kept buckets' distances, so each lands below `start`.
-    let mut values = vec![0.0; aside.len()];
-    for d in aside {
-        let slot = &mut next[key.bucket(d)];
+    // Each kept distance lands below `start`, the number of them (a usize: it is at most n).
+    let mut values = vec![0.0; start as usize];
+    let mut place = |d: f64, b: usize| {
+        let slot = &mut next[b];
         values[*slot] = d;
         *slot += 1;
+    };
+    if overflow {
+        each_block(samples, point, key, |dists, buckets| {
+            for (&d, &b) in dists.iter().zip(buckets) {
+                if kept[b as usize] {
+                    place(d, b as usize);
+                }
+            }
+        });
+    } else {
+        for d in aside {
+            place(d, key.bucket(d));
+        }
     }
     (offsets, starts, values)
 }
@@ -1465,6 +1502,25 @@ mod tests {
         let inf = PartialIndex::new(&s, &p, &[f64::INFINITY]).unwrap();
         assert_eq!(inf.count(f64::INFINITY).unwrap(), 20_000);
         assert!(PartialIndex::new(&s, &p[..1], &widths).is_err());
+    }
+
+    #[test]
+    fn a_partial_index_that_keeps_most_samples_takes_the_second_pass() {
+        // 200 000 samples, a width for nearly every bucket: far more than an eighth of them
+        // kept, so the kept distances are written by a second pass. Same counts either way.
+        let s = crate::Gaussian::standard(2)
+            .unwrap()
+            .sample(200_000, 3)
+            .unwrap();
+        let p = [0.0, 0.0];
+        let widths: Vec<f64> = (1..=4000).map(|i| f64::from(i) * 0.002).collect();
+        let part = PartialIndex::new(&s, &p, &widths).unwrap();
+        assert!(part.view().kept() > 200_000 / 2, "{}", part.view().kept());
+        part.view().check_values().unwrap();
+        let full = PreparedIndex::new(&s, &p).unwrap();
+        for &h in widths.iter().step_by(37) {
+            assert_eq!(part.count(h).unwrap(), full.count(h), "h = {h}");
+        }
     }
 
     #[test]
