@@ -440,36 +440,13 @@ impl<P: Payload, O> Core<P, O> {
         payload: Result<P, JobError>,
         now: Instant,
     ) {
-        if !self.requests.accepts(req) {
-            return;
-        }
-        self.requests.add_outstanding(req, 1);
-        let meta = Meta {
-            req,
-            pos,
-            seq: self.next_seq,
-            crashes: 0,
-            starts: 0,
-            queued: now,
-        };
-        self.next_seq += 1;
-        // A request opened before the pool stopped may still feed it: fail those now.
-        let payload = match (&self.life.fatal, self.phase) {
-            (_, Phase::Terminated) => Err(JobError::Terminated),
-            (Some(reason), _) => Err(JobError::NoWorker {
-                reason: reason.clone(),
-            }),
-            _ => payload,
-        };
-        match payload {
-            Ok(payload) => self.pending.push_back(meta, payload),
-            Err(e) => self.fail(meta, e),
-        }
+        self.submit_many(req, pos, std::iter::once(payload), now);
     }
 
     /// Adds the jobs of `req` at positions `first_pos..` (each payload, or its immediate
-    /// failure), submitted at `now`, as [`Core::submit`] would one by one; returns how many
-    /// the iterator gave (all of them are consumed, taken in or not).
+    /// failure), submitted at `now`, as one run of the queue where they can be; returns how
+    /// many the iterator gave (all of them are consumed, taken in or not). A request that
+    /// is gone or cancelled takes nothing; one opened before the pool stopped fails them.
     pub(crate) fn submit_many(
         &mut self,
         req: u64,
