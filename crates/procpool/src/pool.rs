@@ -737,13 +737,9 @@ impl<T: Task> Pool<T> {
             .shared
             .drive(self.shared.lock(), |s| s.sup.is_complete(req));
         let mut g = g;
-        let items = g.sup.take_collected(req).ok_or(Error::Closed)?;
+        let outputs = g.sup.take_outputs(req).ok_or(Error::Closed)?;
         drop(g);
-        let mut out = Vec::with_capacity(items.len());
-        for (pos, item) in items.into_iter().enumerate() {
-            out.push(item.map_err(|e| job_error(pos as u64, *e))?);
-        }
-        Ok(out)
+        outputs.map_err(|(pos, e)| job_error(pos, *e))
     }
 
     /// Starts one job and returns at once (Python's `Pool.apply_async`).

@@ -16,7 +16,7 @@ mod sim;
 pub(crate) mod stats;
 pub(crate) mod workers;
 
-pub(crate) use requests::{Collected, Item, Sink};
+pub(crate) use requests::{Collected, Item, Outputs, Sink};
 pub(crate) use workers::{WorkerKey, transient_spawn_error};
 
 use crate::error::{Error, JobError};
@@ -553,6 +553,11 @@ impl<P: Payload, O> Core<P, O> {
         self.requests.take_collected(req)
     }
 
+    /// Takes a complete collect request's outputs, or its first failure by position.
+    pub(crate) fn take_outputs(&mut self, req: u64) -> Option<Outputs<O>> {
+        self.requests.take_outputs(req)
+    }
+
     /// Closes a request whose results were all taken.
     pub(crate) fn finish(&mut self, req: u64) {
         self.requests.finish(req);
@@ -797,51 +802,69 @@ impl<P: Payload, O> Core<P, O> {
         c.done += results.len();
         let n = results.len() as u64;
         let mut total_ns = 0u64;
-        for (meta, r) in c.jobs.iter_from(start).zip(results) {
-            total_ns = total_ns.saturating_add(r.compute_ns);
-            let compute = Duration::from_nanos(r.compute_ns);
-            if single {
-                if let Some(choice) =
-                    sizer.observe_round_trip(now.saturating_duration_since(sent), compute)
-                {
-                    info!(
-                        chunksize = choice.chunksize,
-                        "auto chunksize: {}", choice.reason
-                    );
-                }
-            }
-            if cfg.record_jobs {
-                timeline.jobs.push(JobSpan {
-                    worker: who.index,
-                    pid: who.pid,
-                    pos: meta.pos,
-                    queued: meta.queued.saturating_duration_since(*started),
-                    sent: sent.saturating_duration_since(*started),
-                    done: now.saturating_duration_since(*started),
-                    compute,
-                    phases: r.phases.map(|p| WorkerPhases {
-                        begun_ns: p.begun,
-                        decoded_ns: p.decoded,
-                        computed_ns: p.computed,
-                        encoded_ns: p.encoded,
-                    }),
+        let inline_timeout = cfg.inline && cfg.job_timeout.is_some();
+        if !(single || cfg.record_jobs || inline_timeout) {
+            // Nothing to look at job by job: deliver each run of consecutive positions of
+            // one request at once (one request lookup per run, not per job).
+            let mut results = results.into_iter();
+            for (first, len) in c.jobs.segments(start, results.len()) {
+                let mut failed = 0u64;
+                let run = results.by_ref().take(len).map(|r| {
+                    total_ns = total_ns.saturating_add(r.compute_ns);
+                    failed += u64::from(r.outcome.is_err());
+                    r.outcome
                 });
+                requests.deliver_run(first.req, first.pos, Some(who), run);
+                stats.jobs_done += len as u64;
+                stats.jobs_failed += failed;
             }
-            let mut outcome = r.outcome;
-            if let Some(limit) = cfg.job_timeout {
-                // Jobs that run inline cannot be stopped: an overrun is noticed after it.
-                if cfg.inline && compute > limit && outcome.is_ok() {
-                    outcome = Err(Box::new(JobError::TimedOut {
-                        pid: 0,
-                        after: limit,
-                    }));
+        } else {
+            for (meta, r) in c.jobs.iter_from(start).zip(results) {
+                total_ns = total_ns.saturating_add(r.compute_ns);
+                let compute = Duration::from_nanos(r.compute_ns);
+                if single {
+                    if let Some(choice) =
+                        sizer.observe_round_trip(now.saturating_duration_since(sent), compute)
+                    {
+                        info!(
+                            chunksize = choice.chunksize,
+                            "auto chunksize: {}", choice.reason
+                        );
+                    }
                 }
+                if cfg.record_jobs {
+                    timeline.jobs.push(JobSpan {
+                        worker: who.index,
+                        pid: who.pid,
+                        pos: meta.pos,
+                        queued: meta.queued.saturating_duration_since(*started),
+                        sent: sent.saturating_duration_since(*started),
+                        done: now.saturating_duration_since(*started),
+                        compute,
+                        phases: r.phases.map(|p| WorkerPhases {
+                            begun_ns: p.begun,
+                            decoded_ns: p.decoded,
+                            computed_ns: p.computed,
+                            encoded_ns: p.encoded,
+                        }),
+                    });
+                }
+                let mut outcome = r.outcome;
+                if let Some(limit) = cfg.job_timeout {
+                    // Jobs that run inline cannot be stopped: an overrun is noticed after it.
+                    if cfg.inline && compute > limit && outcome.is_ok() {
+                        outcome = Err(Box::new(JobError::TimedOut {
+                            pid: 0,
+                            after: limit,
+                        }));
+                    }
+                }
+                stats.jobs_done += 1;
+                if outcome.is_err() {
+                    stats.jobs_failed += 1;
+                }
+                requests.deliver(meta.req, meta.pos, Some(who), outcome);
             }
-            stats.jobs_done += 1;
-            if outcome.is_err() {
-                stats.jobs_failed += 1;
-            }
-            requests.deliver(meta.req, meta.pos, Some(who), outcome);
         }
         stats.compute += Duration::from_nanos(total_ns);
         if let Some(mean) = total_ns.checked_div(n) {

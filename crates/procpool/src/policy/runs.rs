@@ -100,6 +100,23 @@ impl Metas {
         })
     }
 
+    /// Jobs `start..start + n` as runs: each run's first job and how many follow it
+    /// (consecutive positions of one request).
+    pub(super) fn segments(
+        &self,
+        start: usize,
+        n: usize,
+    ) -> impl Iterator<Item = (Meta, usize)> + '_ {
+        let (mut skip, mut left) = (start, n);
+        self.runs.iter().filter_map(move |r| {
+            let k = skip.min(r.len);
+            skip -= k;
+            let len = (r.len - k).min(left);
+            left -= len;
+            (len > 0).then(|| (r.meta(k), len))
+        })
+    }
+
     /// Counts one more start for every job (the chunk is being sent).
     pub(super) fn count_start(&mut self) {
         for r in &mut self.runs {
@@ -393,6 +410,11 @@ mod tests {
             pushed.push(m);
         }
         assert_eq!(pushed.runs.len(), 2);
+        let segs: Vec<_> = pushed.segments(0, 4).map(|(m, n)| (m.pos, n)).collect();
+        assert_eq!(segs, [(9, 1), (0, 3)]);
+        let segs: Vec<_> = pushed.segments(2, 1).map(|(m, n)| (m.pos, n)).collect();
+        assert_eq!(segs, [(1, 1)]);
+        assert_eq!(pushed.segments(4, 3).count(), 0);
         assert_eq!(
             pushed.iter_from(1).map(|m| m.pos).collect::<Vec<_>>(),
             [0, 1, 2]
