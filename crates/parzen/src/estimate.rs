@@ -426,29 +426,7 @@ impl<'a> IndexView<'a> {
         if values.is_empty() {
             return Err(Error::NoSamples);
         }
-        check_len("offsets", offsets.len(), key.offsets_len())?;
-        if offsets[0] != 0 {
-            return Err(Error::BadIndex(format!(
-                "offsets start at {}, not 0",
-                offsets[0]
-            )));
-        }
-        if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
-            return Err(Error::BadIndex(format!(
-                "offset {} = {} is below offset {} = {}",
-                i + 1,
-                offsets[i + 1],
-                i,
-                offsets[i]
-            )));
-        }
-        let last = offsets[offsets.len() - 1];
-        if last != values.len() as u64 {
-            return Err(Error::BadIndex(format!(
-                "offsets end at {last} but there are {} values",
-                values.len()
-            )));
-        }
+        check_starts("offsets", &key, offsets, values.len() as u64)?;
         Ok(IndexView {
             key,
             dims,
@@ -460,31 +438,17 @@ impl<'a> IndexView<'a> {
     /// Checks every value in O(n): not NaN, not negative (nor `-0.0`), and in the bucket its
     /// key names, so that counts are exact. Run it on arrays from an untrusted source.
     pub fn check_values(&self) -> Result<()> {
-        for (b, w) in self.offsets.windows(2).enumerate() {
-            let bucket = &self.values[w[0] as usize..w[1] as usize];
-            if let Some(i) = bucket
-                .iter()
-                .position(|&v| v.is_nan() || v.is_sign_negative() || self.key.bucket(v) != b)
-            {
-                let at = w[0] as usize + i;
-                return Err(Error::BadIndex(format!(
-                    "value {at} = {:e} does not belong in bucket {b}",
-                    self.values[at]
-                )));
-            }
-        }
-        Ok(())
+        check_bucket_values(&self.key, self.offsets, self.values)
     }
 
     /// Number of samples inside the hypercube of edge `h`, equal to [`count_scan`] and to the
     /// naive loop's count for finite `h > 0`; 0 for a negative or NaN `h`.
     #[inline]
     pub fn count(&self, h: f64) -> u64 {
-        let t = half_width(h);
-        if t.is_nan() || t < 0.0 {
+        let Some(b) = read_bucket(&self.key, h) else {
             return 0;
-        }
-        let b = self.key.bucket(t);
+        };
+        let t = half_width(h);
         // In bounds: `new` checked offsets.len() == buckets + 1 and every offset <= n.
         let (lo, hi) = (self.offsets[b], self.offsets[b + 1]);
         lo + count_below(&self.values[lo as usize..hi as usize], t)
@@ -756,6 +720,26 @@ fn check_starts(what: &'static str, key: &BucketKey, starts: &[u64], end: u64) -
     Ok(())
 }
 
+/// Checks that every value is not NaN, not negative (nor `-0.0`), and in the bucket its
+/// key names, bucket `b` being `values[starts[b]..starts[b + 1]]` (shapes already checked
+/// by [`check_starts`]).
+fn check_bucket_values(key: &BucketKey, starts: &[u64], values: &[f64]) -> Result<()> {
+    for (b, w) in starts.windows(2).enumerate() {
+        let bucket = &values[w[0] as usize..w[1] as usize];
+        if let Some(i) = bucket
+            .iter()
+            .position(|&v| v.is_nan() || v.is_sign_negative() || key.bucket(v) != b)
+        {
+            let at = w[0] as usize + i;
+            return Err(Error::BadIndex(format!(
+                "value {at} = {:e} does not belong in bucket {b}",
+                values[at]
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A [`PartialIndex`] read from plain slices (for example a shared-memory mapping).
 #[derive(Clone, Copy, Debug)]
 pub struct PartialIndexView<'a> {
@@ -813,20 +797,7 @@ impl<'a> PartialIndexView<'a> {
     /// bucket its key names, so that counts are exact. Run it on arrays from an untrusted
     /// source.
     pub fn check_values(&self) -> Result<()> {
-        for (b, w) in self.starts.windows(2).enumerate() {
-            let bucket = &self.values[w[0] as usize..w[1] as usize];
-            if let Some(i) = bucket
-                .iter()
-                .position(|&v| v.is_nan() || v.is_sign_negative() || self.key.bucket(v) != b)
-            {
-                let at = w[0] as usize + i;
-                return Err(Error::BadIndex(format!(
-                    "value {at} = {:e} does not belong in bucket {b}",
-                    self.values[at]
-                )));
-            }
-        }
-        Ok(())
+        check_bucket_values(&self.key, self.starts, self.values)
     }
 
     /// Number of samples inside the hypercube of edge `h`, equal to [`count_scan`] and to
@@ -1390,10 +1361,7 @@ mod tests {
         };
         assert!(tampered(&|v| v["dims"] = 0.into()).contains("dims = 0"));
         assert!(tampered(&|v| v["key"]["shift"] = 64.into()).contains("shift 64"));
-        assert!(
-            tampered(&|v| v["values"] = le_bytes(&[0]))
-                .contains("offsets end at 10 but there are 1 values")
-        );
+        assert!(tampered(&|v| v["values"] = le_bytes(&[0])).contains("offsets end at 10, not 1"));
         // A value moved into another bucket, and a negative one.
         let mut values = prep.values().to_vec();
         values.swap(0, 9);
@@ -1408,7 +1376,7 @@ mod tests {
         let mut offsets = prep.offsets().to_vec();
         offsets[1] = 11;
         let msg = tampered(&|v| v["offsets"] = le_bytes(&offsets));
-        assert!(msg.contains("is below offset 1 = 11"), "{msg}");
+        assert!(msg.contains("is below offsets 1 = 11"), "{msg}");
         assert!(tampered(&|v| v["offsets"] = le_bytes(&[0, 10])).contains("offsets buffer"));
     }
 
