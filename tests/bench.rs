@@ -1,7 +1,7 @@
 //! `coordinator bench`: every suite runs, says which machine made it, prints the fields
 //! it documents, and draws its charts. Tiny sizes: these check behaviour, not speed.
 
-use crate::common::{run, scratch};
+use crate::common::{assert_contains_all, run, scratch};
 
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["bench"];
@@ -104,16 +104,18 @@ fn scaling_on_a_data_file_and_as_a_table_with_sysinfo() {
         "thread",
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    for needle in [
-        "processor",
-        "compiler",
-        "scaling: Parzen sweep of 100 widths over 4 samples",
-        "serial",
-        "thread",
-        "identical",
-    ] {
-        assert!(r.stdout.contains(needle), "no {needle:?} in\n{}", r.stdout);
-    }
+    assert_contains_all(
+        &r.stdout,
+        &[
+            "processor",
+            "compiler",
+            "scaling: Parzen sweep of 100 widths over 4 samples",
+            "serial",
+            "thread",
+            "identical",
+        ],
+        "stdout",
+    );
     assert!(!r.stdout.contains("process "), "{}", r.stdout);
     std::fs::remove_dir_all(dir).unwrap();
 }

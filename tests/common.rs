@@ -13,6 +13,22 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// Asserts a refusal: exit code 2, every needle in stderr, nothing on stdout.
+    pub fn assert_refused(&self, needles: &[&str]) {
+        assert_eq!(self.code, Some(2), "{}", self.stderr);
+        assert_contains_all(&self.stderr, needles, "stderr");
+        assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
+    }
+}
+
+/// Asserts that `text` (named `what` in the failure message) contains every needle.
+pub fn assert_contains_all(text: &str, needles: &[&str], what: &str) {
+    for needle in needles {
+        assert!(text.contains(needle), "{what} lacks {needle:?}:\n{text}");
+    }
+}
+
 /// The binary under test.
 pub fn coordinator() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coordinator"));
@@ -27,14 +43,21 @@ pub fn run_with(args: &[&str], limit: Duration) -> Run {
 
 /// Like [`run_with`], with `env` added to the environment.
 pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
-    let mut child = coordinator()
-        .args(args)
-        .envs(env.iter().copied())
+    let mut cmd = coordinator();
+    cmd.args(args).envs(env.iter().copied());
+    run_command(cmd, args, limit)
+}
+
+/// Runs a prepared command (the coordinator, or `mpirun` around it) with stdin closed and
+/// both outputs collected, killing it (and failing) if it takes longer than `limit`;
+/// `label` names it in that failure.
+pub fn run_command(mut cmd: Command, label: &[&str], limit: Duration) -> Run {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start coordinator");
+        .expect("start the command");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
@@ -47,7 +70,7 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let status = watch(&mut child, args, limit);
+    let status = watch(&mut child, label, limit);
     Run {
         code: status.code(),
         stdout: reader.join().expect("stdout reader"),

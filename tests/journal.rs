@@ -465,7 +465,6 @@ fn values_that_are_not_finite_are_recorded_as_computed() {
 
 #[test]
 fn a_journal_that_cannot_be_written_costs_no_result() {
-    use std::io::Read;
     use std::os::unix::process::CommandExt;
     let dir = scratch("journal-full");
     let path = dir.join("j");
@@ -488,10 +487,7 @@ fn a_journal_that_cannot_be_written_costs_no_result() {
     let mut args = sweep.to_vec();
     args.extend(["--journal", path_str(&path)]);
     let mut cmd = crate::common::coordinator();
-    cmd.args(&args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    cmd.args(&args);
     // SAFETY: between fork and exec only async-signal-safe calls: signal and setrlimit.
     unsafe {
         cmd.pre_exec(|| {
@@ -506,26 +502,10 @@ fn a_journal_that_cannot_be_written_costs_no_result() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("start coordinator");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = crate::common::watch(
-        &mut child,
-        &["--journal (size-limited)"],
-        Duration::from_secs(60),
-    );
-    let (stdout, stderr) = (o.join().unwrap(), e.join().unwrap());
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let limited =
+        crate::common::run_command(cmd, &["--journal (size-limited)"], Duration::from_secs(60));
+    let (stdout, stderr) = (limited.stdout, limited.stderr);
+    assert_eq!(limited.code, Some(1), "{stderr}");
     assert!(
         stderr.contains("the run goes on without its journal")
             && stderr.contains("the report is complete, the journal is not"),

@@ -3,7 +3,6 @@
 //! takes the job down promptly; the bench runs under mpirun too.
 
 use crate::common::{density_bits, json, lscv_bits, run, run_with};
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,40 +29,10 @@ fn mpirun(
         cmd.env(k, v);
     }
     let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun (install openmpi-bin)");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mpirun {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (
-        status.code(),
-        o.join().unwrap(),
-        e.join().unwrap(),
-        start.elapsed(),
-    )
+    // Every mpirun is under the common watchdog; the label names it in its failure.
+    let label = [&["mpirun"], args].concat();
+    let r = crate::common::run_command(cmd, &label, limit);
+    (r.code, r.stdout, r.stderr, start.elapsed())
 }
 
 const SWEEP: [&str; 12] = [

@@ -2,7 +2,7 @@
 //! written here, on every backend; the rules `--select true|lscv|none`; values that are not
 //! finite flagged and never chosen; the memory and cost budgets; `--plot`.
 
-use crate::common::{density_bits, json, lscv_bits, run, run_with, scratch};
+use crate::common::{assert_contains_all, density_bits, json, lscv_bits, run, run_with, scratch};
 use rand::RngExt;
 use serde_json::Value;
 use std::path::Path;
@@ -308,17 +308,12 @@ fn values_that_are_not_finite_are_flagged_never_chosen_nor_counted_as_success() 
 #[test]
 fn runs_over_the_memory_budget_are_refused_with_the_numbers() {
     // 1e6 samples of 2 dims are 16 MB before anything is drawn.
-    let r = run(&["--samples", "1e6", "--max-memory", "4M"]);
-    assert_eq!(r.code, Some(2), "{}", r.stderr);
-    for needle in [
+    run(&["--samples", "1e6", "--max-memory", "4M"]).assert_refused(&[
         "samples 16000000",
         "index at most 8032784",
         "budget is 4194304 bytes",
         "--max-memory 4M",
-    ] {
-        assert!(r.stderr.contains(needle), "{needle:?}: {}", r.stderr);
-    }
-    assert!(r.stdout.is_empty());
+    ]);
     // The cross-validation copy counts too.
     let r = run(&["--samples", "1e5", "--max-memory", "3M", "--select", "lscv"]);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
@@ -368,17 +363,12 @@ fn a_cross_validation_too_costly_is_refused_unless_forced() {
         "-w",
         "2",
     ];
-    let r = run_with(&costly, Duration::from_secs(120));
-    assert_eq!(r.code, Some(2), "{}", r.stderr);
-    for needle in [
+    run_with(&costly, Duration::from_secs(120)).assert_refused(&[
         "pairs",
         "over the budget of 60 s",
         "--force",
         "--select none",
-    ] {
-        assert!(r.stderr.contains(needle), "{needle:?}: {}", r.stderr);
-    }
-    assert!(r.stdout.is_empty());
+    ]);
     // --force starts it anyway: its workers come up (then SIGTERM ends it, exit 143).
     let mut child = crate::common::coordinator()
         .args(costly)
@@ -431,16 +421,18 @@ fn the_plot_shows_both_curves_and_both_choices() {
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let text = std::fs::read_to_string(&svg).unwrap();
-    for needle in [
-        "<svg",
-        "LSCV(h)",
-        "p(x; h)",
-        "chosen by LSCV: h = ",
-        "closest to the true density: h = ",
-        "true density 0.159155",
-    ] {
-        assert!(text.contains(needle), "plot lacks {needle:?}");
-    }
+    assert_contains_all(
+        &text,
+        &[
+            "<svg",
+            "LSCV(h)",
+            "p(x; h)",
+            "chosen by LSCV: h = ",
+            "closest to the true density: h = ",
+            "true density 0.159155",
+        ],
+        "plot",
+    );
     // Without cross-validation: the density curve alone.
     let r = run(&[
         "-w",

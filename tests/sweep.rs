@@ -1,6 +1,6 @@
 //! The sweep as a user sees it: formats, backends, data files, logging, sysinfo.
 
-use crate::common::{coordinator, density_bits, json, run, scratch};
+use crate::common::{assert_contains_all, coordinator, density_bits, json, run, scratch};
 use rand::RngExt;
 use std::io::Write;
 use std::process::Stdio;
@@ -297,19 +297,17 @@ fn data_files_match_an_independent_naive_estimate() {
 fn verbose_shows_the_life_of_the_pool() {
     let r = run(&["-v", "--workers", "2", "--widths", "0.5,1"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    for needle in [
-        "worker spawned",
-        "context",
-        "chunk dispatched",
-        "results received",
-        "worker exited with code 0",
-    ] {
-        assert!(
-            r.stderr.contains(needle),
-            "-v output lacks {needle:?}:\n{}",
-            r.stderr
-        );
-    }
+    assert_contains_all(
+        &r.stderr,
+        &[
+            "worker spawned",
+            "context",
+            "chunk dispatched",
+            "results received",
+            "worker exited with code 0",
+        ],
+        "-v output",
+    );
     let quiet = run(&["-q", "--workers", "2", "--widths", "0.5,1"]);
     assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
 }
@@ -318,21 +316,19 @@ fn verbose_shows_the_life_of_the_pool() {
 fn sysinfo_names_the_machine_and_the_build() {
     let r = run(&["sysinfo"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    for needle in [
-        "coordinator",
-        "rustc 1.",
-        "system",
-        "release",
-        "machine",
-        "processor",
-        "logical",
-    ] {
-        assert!(
-            r.stdout.contains(needle),
-            "sysinfo lacks {needle:?}:\n{}",
-            r.stdout
-        );
-    }
+    assert_contains_all(
+        &r.stdout,
+        &[
+            "coordinator",
+            "rustc 1.",
+            "system",
+            "release",
+            "machine",
+            "processor",
+            "logical",
+        ],
+        "sysinfo",
+    );
     let v: serde_json::Value =
         serde_json::from_str(&run(&["sysinfo", "--format", "json"]).stdout).unwrap();
     assert!(v["logical_cores"].as_u64().unwrap() >= 1);
