@@ -266,6 +266,17 @@ impl Output for MpiOutput<'_> {
         self.batch.push(&mut self.buf, chunk, index, result)
     }
 
+    fn ok_result(
+        &mut self,
+        chunk: u64,
+        index: u32,
+        compute_ns: u64,
+        output: &[u8],
+    ) -> io::Result<()> {
+        self.batch
+            .push_output(&mut self.buf, chunk, index, compute_ns, output)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.batch.seal(&mut self.buf)?;
         if !self.buf.is_empty() {

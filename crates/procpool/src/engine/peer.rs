@@ -138,9 +138,63 @@ impl Peer {
                         return;
                     }
                 },
+                Up::Outputs {
+                    chunk,
+                    first,
+                    count,
+                    results,
+                } => match decode_outputs::<T>(results, count) {
+                    Ok(results) => Event::Done {
+                        worker: self.key,
+                        chunk,
+                        first,
+                        results,
+                    },
+                    Err(e) => {
+                        let reason = format!("{} sent undecodable outputs: {e}", self.name);
+                        self.fail(events, reason);
+                        return;
+                    }
+                },
             };
             events.push(event);
         }
+    }
+}
+
+/// Decodes the `count` results of an `Outputs` message (jobs that succeeded); an output
+/// that does not decode is a codec error of its job's own.
+fn decode_outputs<T: Task>(
+    bytes: &[u8],
+    count: u32,
+) -> Result<Vec<Finished<T::Output>>, codec::CodecError> {
+    // Never trust the count for an allocation: each result takes at least 2 bytes.
+    let mut out = Vec::with_capacity((count as usize).min(bytes.len() / 2 + 1));
+    let mut rest = bytes;
+    for i in 0..count {
+        let Some((compute_ns, output, tail)) = codec::split_ok_output(rest) else {
+            return Err(codec::CodecError(format!(
+                "output {i} of {count} is cut short or malformed"
+            )));
+        };
+        rest = tail;
+        out.push(Finished {
+            compute_ns,
+            phases: None,
+            outcome: codec::decode::<T::Output>(output).map_err(|e| {
+                Box::new(JobError::Codec {
+                    message: format!("output: {e}"),
+                })
+            }),
+        });
+    }
+    if rest.is_empty() {
+        Ok(out)
+    } else {
+        Err(codec::CodecError(format!(
+            "{} bytes after {count} outputs",
+            rest.len()
+        )))
     }
 }
 
@@ -188,5 +242,104 @@ fn decode_results<T: Task>(
             "{} bytes after {count} results",
             bytes.len()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Double(u64);
+    impl Task for Double {
+        const NAME: &'static str = "double";
+        type Context = ();
+        type Output = u64;
+        fn run(self, _: &()) -> u64 {
+            self.0 * 2
+        }
+    }
+
+    /// A greeted peer fed `messages`, and the events they made.
+    fn feed(messages: &[Up<'_>]) -> (Peer, Vec<Event<u64>>) {
+        let mut peer = Peer::new(3, 0, "worker pid 42".into(), frame::DEFAULT_MAX_FRAME);
+        let mut bytes = Vec::new();
+        let hello = Up::Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: 42,
+        };
+        for m in std::iter::once(&hello).chain(messages) {
+            frame::write_frame(&mut bytes, m, frame::DEFAULT_MAX_FRAME).unwrap();
+        }
+        peer.reader.push(&bytes);
+        let mut events = Vec::new();
+        peer.decode::<Double>(&mut events);
+        (peer, events)
+    }
+
+    fn outputs(values: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (ns, v) in values {
+            codec::encode_ok_output(&mut out, *ns, v);
+        }
+        out
+    }
+
+    #[test]
+    fn outputs_become_results_and_a_bad_one_fails_only_its_job() {
+        let seven = codec::encode(&7u64).unwrap();
+        let results = outputs(&[(5, &seven), (0, &[1, 2]), (300, &seven)]);
+        let (peer, events) = feed(&[Up::Outputs {
+            chunk: 9,
+            first: 4,
+            count: 3,
+            results: &results,
+        }]);
+        assert!(!peer.failed);
+        let Some(Event::Done {
+            chunk: 9,
+            first: 4,
+            results,
+            ..
+        }) = events.last()
+        else {
+            panic!("no results");
+        };
+        let got: Vec<_> = results
+            .iter()
+            .map(|r| (r.compute_ns, r.outcome.as_ref().ok().copied()))
+            .collect();
+        assert_eq!(got, [(5, Some(7)), (0, None), (300, Some(7))]);
+        assert!(matches!(
+            results[1].outcome.as_ref().map_err(|e| &**e),
+            Err(JobError::Codec { message }) if message.starts_with("output: ")
+        ));
+    }
+
+    #[test]
+    fn damaged_outputs_fail_the_worker_by_name() {
+        let seven = codec::encode(&7u64).unwrap();
+        let good = outputs(&[(5, &seven), (6, &seven)]);
+        for (count, results) in [
+            (3, &good[..]),
+            (1, &good[..]),
+            (2, &good[..good.len() - 1]),
+            (1, &[0, 200][..]),
+        ] {
+            let (peer, events) = feed(&[Up::Outputs {
+                chunk: 1,
+                first: 0,
+                count,
+                results,
+            }]);
+            assert!(peer.failed);
+            assert!(
+                matches!(events.last(), Some(Event::Failed { reason, .. })
+                    if reason.starts_with("worker pid 42 sent undecodable outputs")),
+                "{count} {results:?}"
+            );
+        }
     }
 }

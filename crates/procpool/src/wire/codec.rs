@@ -118,8 +118,63 @@ pub fn decode_prefix<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<(T, usiz
     .map_err(|e| CodecError(format!("decode failed: {e}")))
 }
 
-/// Appends the encoding of `Down::Jobs { chunk, first, payloads, tags }` exactly as
-/// [`encode_into`] would, without building the message (the hot path of many small jobs).
+/// Appends `n` as bincode's variable-length integer (its standard configuration): one
+/// byte below 251, a marker and 2, 4 or 8 little-endian bytes above.
+#[inline(always)]
+pub(crate) fn put_varint(out: &mut Vec<u8>, n: u64) {
+    if n < 251 {
+        out.push(n as u8);
+    } else {
+        put_varint_long(out, n);
+    }
+}
+
+#[cold]
+fn put_varint_long(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [0u8; 9];
+    // Nine bytes hold any u64 in this encoding, so this cannot fail.
+    if let Ok(used) = bincode::encode_into_slice(n, &mut buf, bincode::config::standard()) {
+        out.extend_from_slice(&buf[..used]);
+    }
+}
+
+/// Reads a varint written by [`put_varint`] off the front of `bytes`: its value and the
+/// rest, or `None` when it is cut short or malformed.
+#[inline(always)]
+pub(crate) fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    match bytes.split_first() {
+        Some((&b, rest)) if b < 251 => Some((u64::from(b), rest)),
+        Some(_) => take_varint_long(bytes),
+        None => None,
+    }
+}
+
+#[cold]
+fn take_varint_long(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (n, used) =
+        bincode::decode_from_slice::<u64, _>(bytes, bincode::config::standard()).ok()?;
+    Some((n, bytes.get(used..)?))
+}
+
+/// Appends `bytes` as an item: its length as a varint, then the bytes (what
+/// `Down::Jobs` and `Up::Outputs` hold their payloads and outputs as).
+#[inline(always)]
+pub(crate) fn put_item(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Reads an item written by [`put_item`] off the front of `bytes`: its bytes and the rest,
+/// or `None` when it is cut short or malformed.
+#[inline(always)]
+pub(crate) fn take_item(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = take_varint(bytes)?;
+    rest.split_at_checked(usize::try_from(len).ok()?)
+}
+
+/// Appends the encoding of `Down::Jobs { chunk, first, count, payloads, tags }` exactly as
+/// [`encode_into`] would, `payloads` written as items, without building the message (the
+/// hot path of many small jobs).
 pub(crate) fn encode_jobs<'a>(
     out: &mut Vec<u8>,
     chunk: u64,
@@ -132,19 +187,67 @@ pub(crate) fn encode_jobs<'a>(
     out.extend_from_slice(&JOBS.to_le_bytes());
     out.extend_from_slice(&chunk.to_le_bytes());
     out.extend_from_slice(&first.to_le_bytes());
-    out.extend_from_slice(&(payloads.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(payloads.len() as u32).to_le_bytes());
+    // The items' total length goes first: written once they are.
+    let at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
     for p in payloads {
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(p);
+        put_item(out, p);
     }
+    let len = (out.len() - at - 8) as u64;
+    out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
     for t in tags {
         out.extend_from_slice(&t.to_le_bytes());
     }
 }
 
+/// Checks that `bytes` holds exactly `count` [items](put_item), each behind `varints`
+/// varints of its own (what `Down::Jobs` and `Up::Outputs` carry), and says what is wrong
+/// when not.
+pub(crate) fn check_items(bytes: &[u8], count: u32, varints: usize) -> Result<(), CodecError> {
+    let bad = |i| {
+        CodecError(format!(
+            "decode failed: item {i} of {count} is cut short or malformed"
+        ))
+    };
+    let mut rest = bytes;
+    for i in 0..count {
+        for _ in 0..varints {
+            rest = take_varint(rest).ok_or_else(|| bad(i))?.1;
+        }
+        rest = take_item(rest).ok_or_else(|| bad(i))?.1;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(CodecError(format!(
+            "decode failed: {} bytes after {count} items",
+            rest.len()
+        )))
+    }
+}
+
+/// Appends the result of a job that succeeded with `output`, as `Up::Outputs` holds it:
+/// `compute_ns` as a varint, then `output` as an item (the worker's hot path).
+#[inline(always)]
+pub(crate) fn encode_ok_output(out: &mut Vec<u8>, compute_ns: u64, output: &[u8]) {
+    put_varint(out, compute_ns);
+    put_item(out, output);
+}
+
+/// Reads a result written by [`encode_ok_output`] off the front of `bytes`: its
+/// `compute_ns`, its output's bytes and what follows, or `None` when it is cut short or
+/// malformed.
+#[inline(always)]
+pub(crate) fn split_ok_output(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let (ns, rest) = take_varint(bytes)?;
+    let (output, rest) = take_item(rest)?;
+    Some((ns, output, rest))
+}
+
 /// Appends the result of a job that succeeded with `output`, without phases, exactly as
-/// [`encode_into`] would encode its `JobResult` (the worker's hot path).
+/// [`encode_into`] would encode its `JobResult` (for `Up::Done`).
 #[inline]
 pub(crate) fn encode_ok_result(out: &mut Vec<u8>, compute_ns: u64, output: &[u8]) {
     let mut head = [0u8; 20];
@@ -277,7 +380,7 @@ pub(crate) struct JobsView<'a> {
     pub first: u32,
     /// Number of jobs.
     pub count: usize,
-    /// The payloads, each behind its u64 length (checked to fill this exactly).
+    /// The payloads as items (checked to be `count` of them, filling this exactly).
     payloads: &'a [u8],
     /// The tags, 8 bytes each (none, or one per job... whatever the frame holds).
     tags: &'a [u8],
@@ -288,10 +391,8 @@ impl<'a> JobsView<'a> {
     pub(crate) fn payloads(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let mut rest = self.payloads;
         std::iter::from_fn(move || {
-            let (len, tail) = rest.split_first_chunk::<8>()?;
-            // `decode_jobs` checked that every length fits in what follows it.
-            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
-            let (payload, tail) = tail.split_at_checked(len)?;
+            // `decode_jobs` checked that the items fill `payloads` exactly.
+            let (payload, tail) = take_item(rest)?;
             rest = tail;
             Some(payload)
         })
@@ -306,9 +407,9 @@ impl<'a> JobsView<'a> {
 }
 
 /// Reads a `Down::Jobs` message as [`decode_borrowed`] would, without building it (the
-/// worker's hot path of many small jobs). `None` when `bytes` holds another message
-/// (decode that one with [`decode_borrowed`]); an error when it is a `Jobs` message that
-/// is cut short, overlong or inconsistent — exactly the inputs bincode refuses.
+/// worker's hot path of many small jobs), and checks its payloads with [`check_items`].
+/// `None` when `bytes` holds another message (decode that one with [`decode_borrowed`]);
+/// an error when it is a `Jobs` message that is cut short, overlong or inconsistent.
 pub(crate) fn decode_jobs(bytes: &[u8]) -> Option<Result<JobsView<'_>, CodecError>> {
     /// `Down::Jobs` is variant 2 (see [`encode_jobs`]).
     const JOBS: [u8; 4] = 2u32.to_le_bytes();
@@ -323,34 +424,25 @@ pub(crate) fn decode_jobs(bytes: &[u8]) -> Option<Result<JobsView<'_>, CodecErro
         *rest = tail;
         Ok(*v)
     }
-    fn len(rest: &mut &[u8]) -> Result<usize, CodecError> {
-        let n = u64::from_le_bytes(take::<8>(rest)?);
-        usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= rest.len())
-            .ok_or_else(|| {
-                CodecError(format!(
-                    "decode failed: a length of {n} in a jobs message of {} bytes",
-                    rest.len()
-                ))
-            })
-    }
     Some((|| {
         let mut rest = rest;
         let chunk = u64::from_le_bytes(take::<8>(&mut rest)?);
         let first = u32::from_le_bytes(take::<4>(&mut rest)?);
-        // Each payload takes at least its 8-byte length: a count cannot exceed that.
-        let count = u64::from_le_bytes(take::<8>(&mut rest)?);
-        let count = usize::try_from(count)
+        let count = u32::from_le_bytes(take::<4>(&mut rest)?);
+        let len = u64::from_le_bytes(take::<8>(&mut rest)?);
+        let payloads = usize::try_from(len)
             .ok()
-            .filter(|&c| c <= rest.len() / 8)
-            .ok_or_else(|| CodecError(format!("decode failed: {count} jobs claimed")))?;
-        let start = rest;
-        for _ in 0..count {
-            let n = len(&mut rest)?;
-            rest = &rest[n..];
-        }
-        let payloads = &start[..start.len() - rest.len()];
+            .and_then(|len| rest.split_at_checked(len))
+            .map(|(p, tail)| {
+                rest = tail;
+                p
+            })
+            .ok_or_else(|| {
+                CodecError(format!(
+                    "decode failed: {len} bytes of payloads in a jobs message of {} bytes",
+                    bytes.len()
+                ))
+            })?;
         let tags = u64::from_le_bytes(take::<8>(&mut rest)?);
         let tags = usize::try_from(tags)
             .ok()
@@ -362,10 +454,11 @@ pub(crate) fn decode_jobs(bytes: &[u8]) -> Option<Result<JobsView<'_>, CodecErro
                     rest.len()
                 ))
             })?;
+        check_items(payloads, count, 0)?;
         Ok(JobsView {
             chunk,
             first,
-            count,
+            count: count as usize,
             payloads,
             tags: &rest[..tags],
         })
@@ -464,15 +557,28 @@ mod tests {
         }
     }
 
+    /// `payloads` as the items a `Jobs` message holds.
+    fn items(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            put_item(&mut out, p);
+        }
+        out
+    }
+
     #[test]
     fn the_fast_jobs_encoding_is_bincode() {
-        use super::super::msg::{Bytes, Down};
-        let payloads: Vec<Vec<u8>> = vec![vec![], vec![1, 2, 3], vec![9; 70]];
+        use super::super::msg::Down;
+        let payloads: Vec<Vec<u8>> = vec![vec![], vec![1, 2, 3], vec![9; 70], vec![5; 300]];
+        let stream = items(&payloads);
+        // Lengths below 251 take one byte; 300 takes three (marker 251, then a u16).
+        assert_eq!(stream.len(), 1 + 4 + 71 + 303);
         for tags in [vec![], vec![4, 5, 6]] {
             let msg = Down::Jobs {
                 chunk: 77,
                 first: 3,
-                payloads: payloads.iter().map(|p| Bytes(p)).collect(),
+                count: 4,
+                payloads: &stream,
                 tags: tags.clone(),
             };
             let mut fast = Vec::new();
@@ -484,15 +590,55 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn varints_are_bincodes(n in proptest::prelude::any::<u64>(), small in 0u64..300, cut in 0usize..9) {
+            for n in [n, small, n >> 16, n >> 32] {
+                let mut fast = Vec::new();
+                put_varint(&mut fast, n);
+                let slow = bincode::encode_to_vec(n, bincode::config::standard()).unwrap();
+                proptest::prop_assert_eq!(&fast, &slow);
+                fast.push(7);
+                proptest::prop_assert_eq!(take_varint(&fast), Some((n, &[7u8][..])));
+                if cut < slow.len() {
+                    proptest::prop_assert_eq!(take_varint(&slow[..cut]), None);
+                }
+            }
+        }
+
+        #[test]
+        fn outputs_read_back_and_refuse_damage(
+            outs in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)), 0..6),
+            cut in 0usize..2000,
+        ) {
+            let mut bytes = Vec::new();
+            for (ns, o) in &outs {
+                encode_ok_output(&mut bytes, *ns, o);
+            }
+            check_items(&bytes, outs.len() as u32, 1).unwrap();
+            let mut rest = &bytes[..];
+            for (ns, o) in &outs {
+                let (ns2, o2, tail) = split_ok_output(rest).unwrap();
+                proptest::prop_assert_eq!((ns2, o2), (*ns, &o[..]));
+                rest = tail;
+            }
+            proptest::prop_assert!(rest.is_empty());
+            // Cut short, or one more claimed than there is: an error, never a read past
+            // the end.
+            if cut < bytes.len() {
+                proptest::prop_assert!(check_items(&bytes[..cut], outs.len() as u32, 1).is_err());
+            }
+            proptest::prop_assert!(check_items(&bytes, outs.len() as u32 + 1, 1).is_err());
+        }
+
+        #[test]
         fn the_fast_jobs_decoding_is_bincode(
-            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20), 0..8),
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..8),
             tags in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..8),
             chunk in proptest::prelude::any::<u64>(),
             first in proptest::prelude::any::<u32>(),
-            cut in 0usize..400,
+            cut in 0usize..2500,
             flip in proptest::prelude::any::<(usize, u8)>(),
         ) {
-            use super::super::msg::{Bytes, Down};
+            use super::super::msg::Down;
             let mut bytes = Vec::new();
             encode_jobs(&mut bytes, chunk, first, payloads.iter().map(Vec::as_slice), &tags);
             let view = decode_jobs(&bytes).unwrap().unwrap();
@@ -503,14 +649,18 @@ mod tests {
             for i in 0..=tags.len() {
                 proptest::prop_assert_eq!(view.tag(i), tags.get(i).copied());
             }
-            // Damaged or cut short: it accepts exactly what bincode accepts, and agrees.
+            // Damaged or cut short: it accepts exactly what bincode and `check_items`
+            // accept, and agrees with them.
             let mut bad = bytes.clone();
             bad.truncate(cut.min(bad.len()));
             if !bad.is_empty() {
                 let at = flip.0 % bad.len();
                 bad[at] ^= flip.1;
             }
-            let slow = decode_borrowed::<Down<'_>>(&bad);
+            let slow = decode_borrowed::<Down<'_>>(&bad).and_then(|m| match m {
+                Down::Jobs { payloads, count, .. } => check_items(payloads, count, 0).map(|()| m),
+                m => Ok(m),
+            });
             match decode_jobs(&bad) {
                 None => {
                     let was_jobs = matches!(slow, Ok(Down::Jobs { .. }));
@@ -518,12 +668,17 @@ mod tests {
                 }
                 Some(Err(_)) => proptest::prop_assert!(slow.is_err(), "{:?}", slow),
                 Some(Ok(v)) => {
-                    let Ok(Down::Jobs { chunk, first, payloads, tags }) = slow else {
+                    let Ok(Down::Jobs { chunk, first, count, payloads, tags }) = slow else {
                         return Err(proptest::test_runner::TestCaseError::fail(format!("bincode: {slow:?}")));
                     };
-                    proptest::prop_assert_eq!((v.chunk, v.first, v.count), (chunk, first, payloads.len()));
+                    proptest::prop_assert_eq!((v.chunk, v.first, v.count), (chunk, first, count as usize));
                     let got: Vec<&[u8]> = v.payloads().collect();
-                    let want: Vec<&[u8]> = payloads.iter().map(|Bytes(b)| *b).collect();
+                    let mut want = Vec::new();
+                    let mut rest = payloads;
+                    while let Some((p, tail)) = take_item(rest) {
+                        want.push(p);
+                        rest = tail;
+                    }
                     proptest::prop_assert_eq!(got, want);
                     for i in 0..=tags.len() {
                         proptest::prop_assert_eq!(v.tag(i), tags.get(i).copied());

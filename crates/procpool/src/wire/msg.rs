@@ -11,7 +11,7 @@ use crate::error::JobError;
 use serde::{Deserialize, Serialize};
 
 /// The protocol spoken by this build; both sides refuse a peer with another one.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Coordinator → worker.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -33,16 +33,21 @@ pub enum Down<'a> {
         #[serde(with = "serde_bytes")]
         payload: &'a [u8],
     },
-    /// Jobs `first..first + payloads.len()` of chunk `chunk`, to run in order (a chunk
-    /// too large for one frame comes in several).
+    /// Jobs `first..first + count` of chunk `chunk`, to run in order (a chunk too large
+    /// for one frame comes in several).
     Jobs {
         /// The coordinator's id for the chunk (echoed in the results).
         chunk: u64,
         /// Index of the first of these jobs in the chunk.
         first: u32,
-        /// Encoded task values.
-        #[serde(borrow)]
-        payloads: Vec<Bytes<'a>>,
+        /// How many jobs.
+        count: u32,
+        /// The encoded task values, `count` [items](crate::wire::codec::put_item) back to
+        /// back: each its length as a varint (one byte below 251), then its bytes. Not a
+        /// `Vec` of byte strings, whose fixed 8-byte lengths made up most of the bytes a
+        /// chunk of small jobs put through the socket.
+        #[serde(with = "serde_bytes")]
+        payloads: &'a [u8],
         /// Each job's submission number, only when fault injection is on (tests).
         tags: Vec<u64>,
     },
@@ -81,10 +86,6 @@ pub struct BufDesc {
     pub len: u64,
 }
 
-/// A borrowed byte string (one job's encoded input).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Bytes<'a>(#[serde(with = "serde_bytes")] pub &'a [u8]);
-
 /// Set in [`Down::Hello`]'s flags: time each job's phases (see [`Phases`]).
 pub const FLAG_PHASES: u32 = 1;
 /// Set in [`Down::Hello`]'s flags: read the clock after every job, so that each result's
@@ -120,6 +121,22 @@ pub enum Up<'a> {
     Refused {
         /// Why.
         reason: String,
+    },
+    /// Results of jobs `first..first + count` of chunk `chunk` that all succeeded, without
+    /// phases: the commonest results, in 2 bytes each for a small output instead of a
+    /// [`JobResult`]'s 21 (the bytes through the socket cost more than anything else the
+    /// two sides do per small job). Each is its `compute_ns` as a varint, then its encoded
+    /// output as an [item](crate::wire::codec::put_item).
+    Outputs {
+        /// The chunk id from [`Down::Jobs`].
+        chunk: u64,
+        /// Index of the first result's job in the chunk.
+        first: u32,
+        /// How many results.
+        count: u32,
+        /// The encoded results.
+        #[serde(with = "serde_bytes")]
+        results: &'a [u8],
     },
 }
 
@@ -187,10 +204,15 @@ mod tests {
     #[test]
     fn messages_round_trip_borrowed() {
         let payload = [1u8, 2, 3];
+        let mut items = Vec::new();
+        codec::put_item(&mut items, &payload);
+        codec::put_item(&mut items, &[]);
+        assert_eq!(items, [3, 1, 2, 3, 0]);
         let msg = Down::Jobs {
             chunk: 4,
             first: 1,
-            payloads: vec![Bytes(&payload), Bytes(&[])],
+            count: 2,
+            payloads: &items,
             tags: vec![],
         };
         let bytes = codec::encode(&msg).unwrap();
@@ -230,5 +252,17 @@ mod tests {
         let (second, rest) = codec::decode_prefix::<JobResult<'_>>(&results[used..]).unwrap();
         assert_eq!(second, two);
         assert_eq!(used + rest, results.len());
+        let mut outputs = Vec::new();
+        codec::encode_ok_output(&mut outputs, 0, &payload);
+        codec::encode_ok_output(&mut outputs, 300, &[]);
+        assert_eq!(outputs, [0, 3, 1, 2, 3, 251, 44, 1, 0]);
+        let up = Up::Outputs {
+            chunk: 4,
+            first: 1,
+            count: 2,
+            results: &outputs,
+        };
+        let bytes = codec::encode(&up).unwrap();
+        assert_eq!(codec::decode_borrowed::<Up<'_>>(&bytes).unwrap(), up);
     }
 }

@@ -60,19 +60,15 @@ pub(crate) trait Output {
     fn frame(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Queues one job's encoded [`JobResult`]: job `index` of `chunk`.
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()>;
-    /// Queues the result of a job that succeeded with `output`, without phases (what
-    /// [`codec::encode_ok_result`] writes); outputs that batch results encode it in place.
+    /// Queues the result of a job that succeeded with `output`, without phases: it goes
+    /// in an `Outputs` message (as [`codec::encode_ok_output`] writes it).
     fn ok_result(
         &mut self,
         chunk: u64,
         index: u32,
         compute_ns: u64,
         output: &[u8],
-    ) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(output.len() + 21);
-        codec::encode_ok_result(&mut bytes, compute_ns, output);
-        self.result(chunk, index, &bytes)
-    }
+    ) -> io::Result<()>;
     /// Writes out everything queued (the worker is about to wait for input).
     fn flush(&mut self) -> io::Result<()>;
     /// The largest frame it may write from now on.
@@ -81,12 +77,15 @@ pub(crate) trait Output {
     fn job_starting(&mut self) {}
 }
 
-/// Results of consecutive jobs of one chunk, on their way to becoming one `Done` frame.
+/// Results of consecutive jobs of one chunk, on their way to becoming one frame: an
+/// `Outputs` frame while they all succeeded without phases, a `Done` frame otherwise.
 #[derive(Debug)]
 pub(crate) struct Batch {
     chunk: u64,
     first: u32,
     count: u32,
+    /// The results are `Outputs` items (not `JobResult`s).
+    outputs: bool,
     bytes: Vec<u8>,
     max_frame: u32,
 }
@@ -97,6 +96,7 @@ impl Default for Batch {
             chunk: 0,
             first: 0,
             count: 0,
+            outputs: false,
             bytes: Vec::with_capacity(16 << 10),
             max_frame: frame::DEFAULT_MAX_FRAME,
         }
@@ -104,8 +104,9 @@ impl Default for Batch {
 }
 
 impl Batch {
-    /// Adds a result, sealing what came before into `out` first when it does not continue
-    /// it (another chunk, a gap) or the frame would grow too large.
+    /// Adds an encoded [`JobResult`], sealing what came before into `out` first when it
+    /// does not continue it (another chunk, a gap, outputs) or the frame would grow too
+    /// large.
     pub(crate) fn push(
         &mut self,
         out: &mut Vec<u8>,
@@ -113,50 +114,80 @@ impl Batch {
         index: u32,
         result: &[u8],
     ) -> io::Result<()> {
-        self.push_with(out, chunk, index, result.len(), |b| {
+        self.push_with(out, chunk, index, false, result.len(), |b| {
             b.extend_from_slice(result)
         })
     }
 
-    /// Adds a result that `write` appends (about `len` bytes), sealing first as [`push`]
-    /// does.
+    /// Adds a successful job's `output`, sealing first as [`push`] does.
     ///
     /// [`push`]: Batch::push
     #[inline]
-    pub(crate) fn push_with(
+    pub(crate) fn push_output(
         &mut self,
         out: &mut Vec<u8>,
         chunk: u64,
         index: u32,
+        compute_ns: u64,
+        output: &[u8],
+    ) -> io::Result<()> {
+        self.push_with(out, chunk, index, true, output.len() + 18, |b| {
+            codec::encode_ok_output(b, compute_ns, output)
+        })
+    }
+
+    /// Adds a result that `write` appends (about `len` bytes; an `Outputs` item when
+    /// `outputs`), sealing first as [`push`] does.
+    ///
+    /// [`push`]: Batch::push
+    #[inline]
+    fn push_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        chunk: u64,
+        index: u32,
+        outputs: bool,
         len: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> io::Result<()> {
         let continues = self.count > 0
             && self.chunk == chunk
+            && self.outputs == outputs
             && self.first.checked_add(self.count) == Some(index)
             && self.bytes.len() + len + 64 < (self.max_frame / 2) as usize;
         if !continues {
             self.seal(out)?;
             self.chunk = chunk;
             self.first = index;
+            self.outputs = outputs;
         }
         write(&mut self.bytes);
         self.count += 1;
         Ok(())
     }
 
-    /// Appends the collected results to `out` as one `Done` frame.
+    /// Appends the collected results to `out` as one `Outputs` or `Done` frame.
     pub(crate) fn seal(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         if self.count == 0 {
             return Ok(());
         }
-        let done = Up::Done {
-            chunk: self.chunk,
-            first: self.first,
-            count: self.count,
-            results: &self.bytes,
+        let (chunk, first, count, results) = (self.chunk, self.first, self.count, &self.bytes);
+        let message = if self.outputs {
+            Up::Outputs {
+                chunk,
+                first,
+                count,
+                results,
+            }
+        } else {
+            Up::Done {
+                chunk,
+                first,
+                count,
+                results,
+            }
         };
-        let written = frame::write_frame(out, &done, self.max_frame);
+        let written = frame::write_frame(out, &message, self.max_frame);
         self.count = 0;
         self.bytes.clear();
         written
@@ -189,6 +220,17 @@ impl Output for MemOutput {
 
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()> {
         self.batch.push(&mut self.bytes, chunk, index, result)
+    }
+
+    fn ok_result(
+        &mut self,
+        chunk: u64,
+        index: u32,
+        compute_ns: u64,
+        output: &[u8],
+    ) -> io::Result<()> {
+        self.batch
+            .push_output(&mut self.bytes, chunk, index, compute_ns, output)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -651,7 +693,6 @@ pub(crate) fn serve_in_memory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::msg::Bytes;
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize)]
@@ -716,9 +757,33 @@ mod tests {
                     }
                     assert!(rest.is_empty());
                 }
+                Up::Outputs {
+                    chunk,
+                    first,
+                    count,
+                    results,
+                } => {
+                    let mut rest = results;
+                    for i in 0..count {
+                        let (_, b, tail) = codec::split_ok_output(rest).unwrap();
+                        rest = tail;
+                        let v = Ok(codec::decode::<u64>(b).unwrap());
+                        out.push(Reply::Result(chunk, first + i, v));
+                    }
+                    assert!(rest.is_empty());
+                }
             }
         }
         r.finish().unwrap();
+        out
+    }
+
+    /// `payloads` as the items a `Jobs` message holds.
+    fn items(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            codec::put_item(&mut out, p);
+        }
         out
     }
 
@@ -748,13 +813,15 @@ mod tests {
             Down::Jobs {
                 chunk: 7,
                 first: 0,
-                payloads: vec![Bytes(&j1), Bytes(&j2)],
+                count: 2,
+                payloads: &items(&[&j1, &j2]),
                 tags: vec![],
             },
             Down::Jobs {
                 chunk: 9,
                 first: 3,
-                payloads: vec![Bytes(&j1)],
+                count: 1,
+                payloads: &items(&[&j1]),
                 tags: vec![],
             },
             Down::Bye,
@@ -786,7 +853,8 @@ mod tests {
             Down::Jobs {
                 chunk: 1,
                 first: 0,
-                payloads: jobs.iter().map(|j| Bytes(j)).collect(),
+                count: 50,
+                payloads: &items(&jobs.iter().map(Vec::as_slice).collect::<Vec<_>>()),
                 tags: vec![],
             },
             Down::Bye,
@@ -796,8 +864,12 @@ mod tests {
         let mut r = FrameReader::new(frame::DEFAULT_MAX_FRAME);
         r.push(&out.bytes);
         let mut frames = 0;
-        while r.next_frame().unwrap().is_some() {
+        while let Some(f) = r.next_frame().unwrap() {
             frames += 1;
+            if frames == 3 {
+                let msg = codec::decode_borrowed::<Up<'_>>(f).unwrap();
+                assert!(matches!(msg, Up::Outputs { count: 50, .. }), "{msg:?}");
+            }
         }
         assert_eq!(frames, 3, "hello, ready, and one frame for 50 results");
         let results: Vec<Reply> = replies(&out.bytes).into_iter().skip(2).collect();
@@ -857,7 +929,8 @@ mod tests {
             Down::Jobs {
                 chunk: 2,
                 first: 0,
-                payloads: vec![Bytes(&[1, 2, 3])],
+                count: 1,
+                payloads: &items(&[&[1, 2, 3]]),
                 tags: vec![],
             },
             Down::Bye,
@@ -886,7 +959,8 @@ mod tests {
                 Down::Jobs {
                     chunk: 0,
                     first: 0,
-                    payloads: vec![Bytes(&job)],
+                    count: 1,
+                    payloads: &items(&[&job]),
                     tags: vec![],
                 },
                 Down::Bye,
@@ -897,13 +971,18 @@ mod tests {
             r.push(&out.bytes);
             let mut phases = None;
             while let Some(f) = r.next_frame().unwrap() {
-                if let Up::Done { results, .. } = codec::decode_borrowed::<Up<'_>>(f).unwrap() {
-                    phases = Some(
-                        codec::decode_prefix::<JobResult<'_>>(results)
-                            .unwrap()
-                            .0
-                            .phases,
-                    );
+                match codec::decode_borrowed::<Up<'_>>(f).unwrap() {
+                    Up::Done { results, .. } => {
+                        phases = Some(
+                            codec::decode_prefix::<JobResult<'_>>(results)
+                                .unwrap()
+                                .0
+                                .phases,
+                        );
+                    }
+                    // A success without phases travels as an output.
+                    Up::Outputs { .. } => phases = Some(None),
+                    _ => {}
                 }
             }
             let phases = phases.expect("a result");

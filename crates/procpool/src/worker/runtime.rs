@@ -11,7 +11,6 @@ use super::{Batch, FLUSH_AFTER, Output, Registry};
 use crate::engine::Spinner;
 use crate::os::env::{self, EXIT_ORPHANED, EXIT_PROTOCOL, WorkerEnv};
 use crate::os::{shm, unix};
-use crate::wire::codec;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -232,9 +231,7 @@ impl Output for DeadlineWriter {
         let mut out = self.outbox();
         out.queued(waiting)?;
         let Outbox { buf, batch, .. } = &mut *out;
-        batch.push_with(buf, chunk, index, output.len() + 21, |b| {
-            codec::encode_ok_result(b, compute_ns, output)
-        })
+        batch.push_output(buf, chunk, index, compute_ns, output)
     }
 
     fn flush(&mut self) -> io::Result<()> {
