@@ -157,11 +157,27 @@ impl<O> Requests<O> {
             }
             return 0;
         }
-        let mut taken = 0;
-        for (result, pos) in results.zip(first_pos..) {
-            r.outstanding = r.outstanding.saturating_sub(1);
-            taken += usize::from(put(&mut r.sink, pos, worker, result));
+        let (mut seen, mut taken) = (0, 0);
+        match &mut r.sink {
+            // A `map`'s results, the bulk of them: one tight loop (`put` is not inlined).
+            Sink::Collect {
+                outputs,
+                errors,
+                filled,
+            } => {
+                for (result, pos) in results.zip(first_pos..) {
+                    seen += 1;
+                    taken += usize::from(put_collect(outputs, errors, filled, pos, result));
+                }
+            }
+            sink => {
+                for (result, pos) in results.zip(first_pos..) {
+                    seen += 1;
+                    taken += usize::from(put(sink, pos, worker, result));
+                }
+            }
         }
+        r.outstanding = r.outstanding.saturating_sub(seen);
         taken
     }
 
@@ -321,22 +337,34 @@ fn put<O>(
             outputs,
             errors,
             filled,
-        } => match outputs.get_mut(pos as usize) {
-            Some(slot @ None) if errors.is_empty() || !errors.contains_key(&pos) => {
-                match result {
-                    Ok(output) => *slot = Some(output),
-                    Err(e) => {
-                        errors.insert(pos, e);
-                    }
+        } => put_collect(outputs, errors, filled, pos, result),
+    }
+}
+
+/// Puts one result into a collecting sink's slot `pos`; returns whether it was taken in.
+#[inline(always)]
+fn put_collect<O>(
+    outputs: &mut [Option<O>],
+    errors: &mut BTreeMap<u64, Box<JobError>>,
+    filled: &mut usize,
+    pos: u64,
+    result: Result<O, Box<JobError>>,
+) -> bool {
+    match outputs.get_mut(pos as usize) {
+        Some(slot @ None) if errors.is_empty() || !errors.contains_key(&pos) => {
+            match result {
+                Ok(output) => *slot = Some(output),
+                Err(e) => {
+                    errors.insert(pos, e);
                 }
-                *filled += 1;
-                true
             }
-            _ => {
-                warn!("dropping a result: position {pos} arrived twice or out of range");
-                false
-            }
-        },
+            *filled += 1;
+            true
+        }
+        _ => {
+            warn!("dropping a result: position {pos} arrived twice or out of range");
+            false
+        }
     }
 }
 
