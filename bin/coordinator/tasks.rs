@@ -208,15 +208,18 @@ impl Task for ParzenJob {
     }
 }
 
-/// A job that does nothing: what is measured is the pool (bench overhead).
+/// A job that does nothing with the number it carries: what is measured is the pool
+/// (bench overhead). It carries one, as Python's benchmark maps a no-op over `range(n)`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct Nop;
+pub struct Nop(pub u64);
 
 impl Task for Nop {
     const NAME: &'static str = "nop";
     type Context = ();
     type Output = ();
-    fn run(self, _: &()) {}
+    fn run(self, _: &()) {
+        std::hint::black_box(self.0);
+    }
 }
 
 /// A job that keeps a core busy for a set time, then returns it (bench granularity).

@@ -123,13 +123,13 @@ fn build(
 
 fn throughput(pool: &Pool<Nop>, jobs: u64, common: &Common) -> Result<(Spread, u64), AppError> {
     let before = pool.stats();
-    pool.map((0..jobs.min(10_000)).map(|_| Nop))?;
+    pool.map((0..jobs.min(10_000)).map(Nop))?;
     common.progress.inc(1);
     let mut times = Vec::new();
     for _ in 0..common.repeat {
         common.check_interrupted()?;
         let t = Instant::now();
-        pool.map((0..jobs).map(|_| Nop))?;
+        pool.map((0..jobs).map(Nop))?;
         times.push(t.elapsed());
         common.progress.inc(1);
     }
@@ -146,9 +146,9 @@ fn picture(workers: usize) -> Result<Drawing, AppError> {
     const MAP: usize = 200;
     let pool = build(Backend::Process, workers, Chunk::Fixed(1), true)?;
     for _ in 0..APPLY {
-        pool.apply(Nop)?;
+        pool.apply(Nop(0))?;
     }
-    pool.map((0..MAP).map(|_| Nop))?;
+    pool.map((0..MAP as u64).map(Nop))?;
     pool.join();
     Ok(Drawing {
         timeline: pool.timeline(),
@@ -205,14 +205,14 @@ pub fn run(args: &BenchArgs, common: &Common) -> Finished<Report> {
         let pool = build(backend, workers, Chunk::Fixed(1), false)?;
         common.interrupts.arm(pool.terminator());
         for _ in 0..500 {
-            pool.apply(Nop)?;
+            pool.apply(Nop(0))?;
         }
         common.progress.inc(1);
         let mut lat = Vec::with_capacity(APPLIES);
         let cpu0 = cpu_of(&pool);
         for _ in 0..APPLIES {
             let t = Instant::now();
-            pool.apply(Nop)?;
+            pool.apply(Nop(0))?;
             lat.push(t.elapsed());
         }
         let cpu = cpu_of(&pool).saturating_sub(cpu0);
