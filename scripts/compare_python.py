@@ -23,7 +23,9 @@ What it does (numpy + the standard library; see scripts/requirements.txt):
    numpy's faster way and the coordinator's whole process are timed in alternation.
 5. Overhead with no-op jobs: Pool.map (chunksize 1 and default), ProcessPoolExecutor.map,
    ThreadPool.map, one Pool.apply round trip, Pool(4) start-up per start method, against
-   `coordinator bench overhead`.
+   `coordinator bench overhead`; then Pool.map with its default chunksize against the
+   coordinator's automatic chunking once more, in alternation (5 rounds, each side once
+   per round), since one figure each on a noisy machine can land in different minutes.
 6. Prints one table (metric | Rust | Python | ratio; a ratio > 1 means Rust is better),
    with the machine and the versions above it; --json FILE also writes every figure.
 
@@ -488,8 +490,27 @@ def pool_ready(method: str, workers: int, repeat: int) -> float:
     return statistics.median(once() for _ in range(repeat))
 
 
+def alternating_auto(coordinator: Path, sizes: list[int], rounds: int, repeat: int) -> dict:
+    """Python's default-chunksize Pool(2).map against the coordinator's automatic chunking
+    (process x2), timed in alternation: `rounds` rounds, each one Python figure and one
+    coordinator figure per size (each the median of `repeat` maps), so that a noisy minute
+    moves both sides alike. Returns every round's rates, by side and size."""
+    runs = {"python": {str(n): [] for n in sizes}, "rust": {str(n): [] for n in sizes}}
+    for r in range(rounds):
+        for n in sizes:
+            log(f"overhead, alternating round {r + 1} of {rounds}: {n} jobs, Python then Rust")
+            runs["python"][str(n)].append(map_rate(lambda: mp.Pool(2), n, None, repeat))
+            rust = run_coordinator(coordinator, [
+                "bench", "overhead", "--workers", "2", "--backends", "process",
+                "--jobs", str(n), "--repeat", str(repeat), "--format", "json"])
+            row = find_row(field(rust, "rows", "bench overhead"), "bench overhead",
+                           backend="process", workers=2)
+            runs["rust"][str(n)].append(field(row, "auto_jobs_per_s", "bench overhead"))
+    return runs
+
+
 def overhead(coordinator: Path, jobs: int, big_jobs: int, executor_jobs: int, applies: int,
-             repeat: int) -> dict:
+             repeat: int, rounds: int) -> dict:
     """Step 5: Python's pools on no-op jobs, and `coordinator bench overhead`."""
     py = {}
     log(f"overhead: Pool(2).map chunksize 1, {jobs} jobs")
@@ -525,7 +546,9 @@ def overhead(coordinator: Path, jobs: int, big_jobs: int, executor_jobs: int, ap
         "bench", "overhead", "--workers", "2", "--backends", "process",
         "--jobs", str(big_jobs), "--repeat", str(repeat), "--format", "json"])
     big_rows = field(rust_big, "rows", "bench overhead")
+    alternating = alternating_auto(coordinator, [jobs, big_jobs], rounds, repeat)
     return {"python": py,
+            "alternating": alternating,
             "rust_process2_big": find_row(big_rows, "bench overhead", backend="process",
                                           workers=2),
             "rust_big": rust_big,
@@ -581,6 +604,7 @@ def main() -> int:
         big_jobs=20_000 if quick else 1_000_000,
         executor_jobs=1_000 if quick else 20_000,
         applies=200 if quick else 2_000,
+        rounds=1 if quick else 5,
     )
 
     try:
@@ -594,7 +618,7 @@ def main() -> int:
                                   repeat)
             kern = kernel(coordinator, data, repeat, sizes["kernel_budget_s"])
         ovh = overhead(coordinator, sizes["jobs"], sizes["big_jobs"], sizes["executor_jobs"],
-                       sizes["applies"], repeat)
+                       sizes["applies"], repeat, sizes["rounds"])
     except CompareError as e:
         print(f"compare_python: error: {e}", file=sys.stderr)
         return 1
@@ -648,6 +672,16 @@ def main() -> int:
     t.rate(f"Pool(2).map default (chunk {py['pool_default_big_chunksize']}), "
            f"{sizes['big_jobs']} jobs | process auto (chunk {f(p2big, 'auto_chunksize')})",
            f(p2big, "auto_jobs_per_s"), py["pool_default_big_jobs_per_s"])
+    alt, rounds = ovh["alternating"], sizes["rounds"]
+    t.note(f"default chunksize against automatic chunking, timed in alternation: {rounds} "
+           f"rounds of one Python and one Rust figure (each a median of {repeat}); "
+           "medians over the rounds")
+    for n in (sizes["jobs"], sizes["big_jobs"]):
+        rust_runs, py_runs = alt["rust"][str(n)], alt["python"][str(n)]
+        t.rate(f"Pool(2).map default, {n} jobs, alternating | process auto",
+               statistics.median(rust_runs), statistics.median(py_runs))
+        ratios = sorted(r / p for r, p in zip(rust_runs, py_runs))
+        t.note(f"{n} jobs, each round's ratio: " + ", ".join(f"{x:.2f}x" for x in ratios))
     t.rate(f"ProcessPoolExecutor(2).map, {sizes['executor_jobs']} jobs | process chunk 1",
            f(p2, "chunk1_jobs_per_s"), py["executor_jobs_per_s"])
     t.rate("ThreadPool(2).map chunksize 1 | thread chunk 1", f(t2, "chunk1_jobs_per_s"),
@@ -686,7 +720,7 @@ def main() -> int:
                        "scaling_identical": seed["rust"]["identical"]},
             "seed": {k: v for k, v in seed.items() if k != "rust"},
             "kernel": kern,
-            "overhead": {"python": py},
+            "overhead": {"python": py, "alternating": ovh["alternating"]},
             "coordinator": {"scaling": seed["rust"], "overhead": ovh["rust"],
                             "overhead_big": ovh["rust_big"]},
         }
