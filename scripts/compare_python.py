@@ -665,6 +665,8 @@ def main() -> int:
     t.start(f"Overhead: no-op jobs, {sizes['jobs']} per map unless named, median of {repeat}")
     t.rate("Pool(2).map chunksize 1 | process chunk 1", f(p2, "chunk1_jobs_per_s"),
            py["pool_chunk1_jobs_per_s"])
+    t.note("the next two rows: one figure per side, taken minutes apart (on a noisy machine "
+           "the alternating rows below are the comparison)")
     t.rate(f"Pool(2).map default (chunk {py['pool_default_chunksize']}) | process auto "
            f"(chunk {f(p2, 'auto_chunksize')})", f(p2, "auto_jobs_per_s"),
            py["pool_default_jobs_per_s"])
