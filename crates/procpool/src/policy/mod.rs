@@ -36,6 +36,9 @@ use workers::{EarlyDeath, Failure, Lifecycle, Slot, State};
 pub(crate) const MIN_WINDOW: usize = 64;
 /// The pool wakes at least this often to check on its workers.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// Smallest block the queue keeps payloads in (see `runs::Queue`): chunks smaller than
+/// this are drained from a block, as cheap per job as anything smaller would be.
+const MIN_BLOCK: usize = 256;
 
 /// A chunk's id: unique per pool, never reused.
 pub(crate) type ChunkId = u64;
@@ -470,7 +473,8 @@ impl<P: Payload, O> Core<P, O> {
             // A request opened before the pool stopped may still feed it: fail those now.
             (Ok(_), Some(e)) => Err(e.clone()),
         });
-        self.pending.reserve(payloads.size_hint().0);
+        // Blocks of the chunk size (whole chunks then leave the queue as they came).
+        let block = self.sizer.size().max(MIN_BLOCK);
         let mut pos = first_pos;
         let mut queued = 0;
         loop {
@@ -482,7 +486,7 @@ impl<P: Payload, O> Core<P, O> {
                 starts: 0,
                 queued: now,
             };
-            let (n, error) = self.pending.push_run(first, &mut payloads);
+            let (n, error) = self.pending.push_run(first, &mut payloads, block);
             pos += n as u64;
             self.next_seq += n as u64;
             queued += n;

@@ -125,18 +125,25 @@ impl Metas {
     }
 }
 
-/// Jobs waiting to be sent, in order: their metas as runs, their payloads one by one.
+/// Jobs waiting to be sent, in order: their metas as runs, their payloads in blocks.
+///
+/// A run pushed at once is stored as blocks of the chunk size it was pushed with, so a
+/// chunk is usually one whole block, taken without touching its payloads (a `map` used to
+/// move each payload into the queue one by one, then out of it into its chunk one by one).
+/// A take that does not end on a block's end drains the jobs it needs from the block.
 #[derive(Debug)]
 pub(super) struct Queue<P> {
     runs: VecDeque<Run>,
-    payloads: VecDeque<P>,
+    blocks: VecDeque<VecDeque<P>>,
+    len: usize,
 }
 
 impl<P> Default for Queue<P> {
     fn default() -> Self {
         Queue {
             runs: VecDeque::new(),
-            payloads: VecDeque::new(),
+            blocks: VecDeque::new(),
+            len: 0,
         }
     }
 }
@@ -144,17 +151,12 @@ impl<P> Default for Queue<P> {
 impl<P> Queue<P> {
     /// Number of jobs.
     pub(super) fn len(&self) -> usize {
-        self.payloads.len()
+        self.len
     }
 
     /// Whether no job waits.
     pub(super) fn is_empty(&self) -> bool {
-        self.payloads.is_empty()
-    }
-
-    /// Room for `n` more jobs.
-    pub(super) fn reserve(&mut self, n: usize) {
-        self.payloads.reserve(n);
+        self.len == 0
     }
 
     /// Queues a job last.
@@ -162,29 +164,48 @@ impl<P> Queue<P> {
         if let Some(run) = push_meta(self.runs.back_mut(), meta) {
             self.runs.push_back(run);
         }
-        self.payloads.push_back(payload);
+        match self.blocks.back_mut() {
+            Some(block) => block.push_back(payload),
+            None => self.blocks.push_back(VecDeque::from([payload])),
+        }
+        self.len += 1;
     }
 
     /// Queues jobs `first`, `first + 1`, ... (positions and submission numbers counting up)
-    /// from `payloads` as one run, until the iterator ends or gives an error. Returns how
-    /// many it queued, and the error that stopped it (the iterator resumes after it).
+    /// from `payloads` as one run, in blocks of `block` jobs, until the iterator ends or
+    /// gives an error. Returns how many it queued, and the error that stopped it (the
+    /// iterator resumes after it).
     pub(super) fn push_run<E>(
         &mut self,
         first: Meta,
         payloads: &mut impl Iterator<Item = Result<P, E>>,
+        block: usize,
     ) -> (usize, Option<E>) {
-        let before = self.payloads.len();
+        let block = block.max(1);
+        let mut len = 0;
         let mut error = None;
-        for p in payloads.by_ref() {
-            match p {
-                Ok(p) => self.payloads.push_back(p),
-                Err(e) => {
-                    error = Some(e);
-                    break;
+        loop {
+            let mut v = Vec::with_capacity(block.min(payloads.size_hint().0.max(1)));
+            while v.len() < block {
+                match payloads.next() {
+                    Some(Ok(p)) => v.push(p),
+                    Some(Err(e)) => {
+                        error = Some(e);
+                        break;
+                    }
+                    None => break,
                 }
             }
+            let n = v.len();
+            len += n;
+            if n > 0 {
+                self.blocks.push_back(VecDeque::from(v));
+            }
+            if n < block || error.is_some() {
+                break;
+            }
         }
-        let len = self.payloads.len() - before;
+        self.len += len;
         if len > 0 {
             match self.runs.back_mut() {
                 Some(last) if last.continues_with(&first) => last.len += len,
@@ -200,12 +221,18 @@ impl<P> Queue<P> {
             first: meta,
             len: 1,
         });
-        self.payloads.push_front(payload);
+        self.blocks.push_front(VecDeque::from([payload]));
+        self.len += 1;
     }
 
     /// Takes the first job.
     pub(super) fn pop_front(&mut self) -> Option<(Meta, P)> {
-        let payload = self.payloads.pop_front()?;
+        let block = self.blocks.front_mut()?;
+        let payload = block.pop_front()?;
+        if block.is_empty() {
+            self.blocks.pop_front();
+        }
+        self.len -= 1;
         let run = self.runs.pop_front()?;
         if run.len > 1 {
             self.runs.push_front(run.skip(1));
@@ -216,7 +243,28 @@ impl<P> Queue<P> {
     /// Takes the first `n` jobs (all of them if fewer wait).
     pub(super) fn take_front(&mut self, n: usize) -> (Metas, Vec<P>) {
         let n = n.min(self.len());
-        let payloads: Vec<P> = self.payloads.drain(..n).collect();
+        let mut payloads: Vec<P> = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.blocks.front_mut() else {
+                break;
+            };
+            if front.len() > left {
+                payloads.extend(front.drain(..left));
+                left = 0;
+            } else if let Some(block) = self.blocks.pop_front() {
+                left -= block.len();
+                if payloads.is_empty() {
+                    // A whole block: no payload moves (unless it was drained from the
+                    // front before, when this is one `memmove`).
+                    payloads = Vec::from(block);
+                } else {
+                    payloads.extend(block);
+                }
+            }
+        }
+        self.len -= n - left;
+        let n = n - left;
         let mut metas = Metas {
             runs: Vec::new(),
             len: n,
@@ -243,7 +291,8 @@ impl<P> Queue<P> {
 
     /// Empties the queue; returns every job's meta, in order (the payloads are dropped).
     pub(super) fn drain_metas(&mut self) -> Vec<Meta> {
-        self.payloads.clear();
+        self.blocks.clear();
+        self.len = 0;
         self.runs
             .drain(..)
             .flat_map(|r| (0..r.len).map(move |k| r.meta(k)))
@@ -253,7 +302,8 @@ impl<P> Queue<P> {
     /// Keeps only the jobs whose request `keep` accepts (payloads stay with their jobs).
     pub(super) fn retain(&mut self, keep: impl Fn(u64) -> bool) {
         let runs = std::mem::take(&mut self.runs);
-        let mut payloads = std::mem::take(&mut self.payloads).into_iter();
+        let mut payloads = std::mem::take(&mut self.blocks).into_iter().flatten();
+        self.len = 0;
         for r in runs {
             let kept = keep(r.first.req);
             for k in 0..r.len {
@@ -292,7 +342,10 @@ mod tests {
         }
     }
 
-    fn key(m: &Meta) -> (u64, u64, u64, u32, u32) {
+    /// What identifies a job's meta: request, position, submission number, crashes, starts.
+    type Key = (u64, u64, u64, u32, u32);
+
+    fn key(m: &Meta) -> Key {
         (m.req, m.pos, m.seq, m.crashes, m.starts)
     }
 
@@ -371,13 +424,17 @@ mod tests {
         let at = Instant::now();
         let mut q = Queue::default();
         let mut input = vec![Ok('a'), Ok('b'), Err("bad"), Ok('c')].into_iter();
-        let (n, e) = q.push_run(meta(1, 10, 20, at), &mut input);
+        let (n, e) = q.push_run(meta(1, 10, 20, at), &mut input, 1);
         assert_eq!((n, e), (2, Some("bad")));
         // It resumes after the error; the next run continues the first only if told so.
-        let (n, e) = q.push_run(meta(1, 13, 23, at), &mut input);
+        let (n, e) = q.push_run(meta(1, 13, 23, at), &mut input, 8);
         assert_eq!((n, e), (1, None));
         assert_eq!(q.runs.len(), 2);
-        let (n, _) = q.push_run(meta(1, 14, 24, at), &mut vec![Ok::<_, ()>('d')].into_iter());
+        let (n, _) = q.push_run(
+            meta(1, 14, 24, at),
+            &mut vec![Ok::<_, ()>('d')].into_iter(),
+            8,
+        );
         assert_eq!((n, q.runs.len()), (1, 2));
         let all: Vec<_> = q.metas().map(|m| (m.pos, m.seq)).collect();
         assert_eq!(all, [(10, 20), (11, 21), (13, 23), (14, 24)]);
@@ -386,11 +443,118 @@ mod tests {
         assert_eq!(
             q.push_run(
                 meta(1, 0, 0, at),
-                &mut std::iter::empty::<Result<char, ()>>()
+                &mut std::iter::empty::<Result<char, ()>>(),
+                8
             ),
             (0, None)
         );
         assert!(q.runs.is_empty());
+    }
+
+    /// One operation on a queue, for the model test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Run { len: usize, block: usize },
+        Back,
+        Front,
+        Pop,
+        Take(usize),
+        Cancel(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0usize..40, 1usize..12).prop_map(|(len, block)| Op::Run { len, block }),
+            Just(Op::Back),
+            Just(Op::Front),
+            Just(Op::Pop),
+            (0usize..30).prop_map(Op::Take),
+            (0u64..4).prop_map(Op::Cancel),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the blocks, the queue hands out exactly what a plain list of
+        /// (meta, payload) would, in the same order.
+        #[test]
+        fn blocks_behave_like_a_plain_list(ops in proptest::collection::vec(op(), 0..40)) {
+            let at = Instant::now();
+            let mut q = Queue::default();
+            let mut model: VecDeque<(Key, u64)> = VecDeque::new();
+            let (mut pos, mut seq) = (0u64, 0u64);
+            for (i, op) in ops.into_iter().enumerate() {
+                let req = i as u64 % 4;
+                match op {
+                    Op::Run { len, block } => {
+                        let first = meta(req, pos, seq, at);
+                        let mut it = (0..len as u64).map(|k| Ok::<_, ()>(1000 * seq + k));
+                        let (n, e) = q.push_run(first, &mut it, block);
+                        proptest::prop_assert_eq!((n, e), (len, None));
+                        for k in 0..len as u64 {
+                            model.push_back(((req, pos + k, seq + k, 0, 0), 1000 * seq + k));
+                        }
+                        pos += len as u64;
+                        seq += len as u64;
+                    }
+                    Op::Back | Op::Front => {
+                        let m = meta(req, pos, seq, at);
+                        let item = (key(&m), 7 * seq);
+                        if matches!(op, Op::Back) {
+                            q.push_back(m, 7 * seq);
+                            model.push_back(item);
+                        } else {
+                            q.push_front(m, 7 * seq);
+                            model.push_front(item);
+                        }
+                        pos += 1;
+                        seq += 1;
+                    }
+                    Op::Pop => {
+                        let got = q.pop_front().map(|(m, p)| (key(&m), p));
+                        proptest::prop_assert_eq!(got, model.pop_front());
+                    }
+                    Op::Take(n) => {
+                        let (metas, payloads) = q.take_front(n);
+                        let want: Vec<_> = model.drain(..n.min(model.len())).collect();
+                        let got: Vec<_> = metas.iter().map(|m| key(&m)).zip(payloads).collect();
+                        proptest::prop_assert_eq!(metas.len(), want.len());
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                    Op::Cancel(r) => {
+                        q.retain(|x| x != r);
+                        model.retain(|(k, _)| k.0 != r);
+                    }
+                }
+                proptest::prop_assert_eq!(q.len(), model.len());
+                proptest::prop_assert_eq!(q.is_empty(), model.is_empty());
+                let metas: Vec<_> = q.metas().map(|m| key(&m)).collect();
+                let want: Vec<_> = model.iter().map(|(k, _)| *k).collect();
+                proptest::prop_assert_eq!(metas, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_whole_block_leaves_as_it_came() {
+        let at = Instant::now();
+        let mut q = Queue::default();
+        let mut input = (0..10u32).map(Ok::<_, ()>);
+        assert_eq!(q.push_run(meta(1, 0, 0, at), &mut input, 4), (10, None));
+        assert_eq!(
+            q.blocks.iter().map(VecDeque::len).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        // A chunk of the block size is the front block itself.
+        let ptr = q.blocks[0].as_slices().0.as_ptr();
+        let (_, chunk) = q.take_front(4);
+        assert_eq!((chunk.as_slice(), chunk.as_ptr()), (&[0, 1, 2, 3][..], ptr));
+        // Smaller and larger takes drain and join blocks.
+        assert_eq!(q.take_front(1).1, [4]);
+        assert_eq!(q.take_front(4).1, [5, 6, 7, 8]);
+        assert_eq!(q.blocks.len(), 1);
+        assert_eq!(q.take_front(4).1, [9]);
+        assert!(q.is_empty() && q.blocks.is_empty());
     }
 
     #[test]
