@@ -3,10 +3,12 @@
 //!
 //! Generic over plain `Read` and an [`Output`] (behind `dyn`, so the registry holds one
 //! monomorphic entry point per task), so tests drive it entirely in memory. Results of
-//! consecutive jobs of a chunk collect into one `Done` message, which goes out when the
-//! worker is about to wait for input, when the chunk is done, or — in a real worker
+//! consecutive jobs of a chunk collect into one `Outputs` message (or `Done`, for failures
+//! and phases), which goes out when the worker is about to wait for input, when a frame's
+//! jobs are done and the oldest result has waited [`FLUSH_SOON`], or — in a real worker
 //! (`runtime`) — from a helper thread once the oldest result has waited [`FLUSH_AFTER`]:
-//! many tiny jobs cost one write, and no result waits for a long job after it.
+//! many tiny jobs cost one write, the coordinator hears of a chunk as it ends, and no
+//! result waits for a long job after it.
 //!
 //! Job phases are timed only when the coordinator asked ([`FLAG_PHASES`]): the loop is
 //! compiled twice, and the untimed one carries no wall-clock stamps. Each job's own compute
@@ -33,6 +35,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// A result waits at most about this long in a worker's output buffer.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(1);
+/// Results that have waited this long go out when a frame's jobs are done, even with more
+/// jobs already in. Without it a worker holding two chunks (the pool keeps two in flight)
+/// reported the first only with the second, so the coordinator sent the third late and
+/// the worker sat idle waiting for it; with it the coordinator hears of each chunk as it
+/// ends. Results of frames that finish sooner (a chunk of one small job) still go out
+/// together, a write per this long at most.
+pub(crate) const FLUSH_SOON: Duration = Duration::from_micros(50);
 
 /// Why a worker stopped serving (other than the coordinator hanging up, which is normal).
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +84,11 @@ pub(crate) trait Output {
     fn set_max_frame(&mut self, max: u32);
     /// A job is about to run (a buffering output makes sure nothing waits behind it).
     fn job_starting(&mut self) {}
+    /// Every job of a `Jobs` frame is done: a buffering output writes out results that
+    /// have waited [`FLUSH_SOON`], even though more jobs are already in (see there).
+    fn frame_done(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Results of consecutive jobs of one chunk, on their way to becoming one frame: an
@@ -648,6 +662,7 @@ fn run_jobs<T: Task, const TIMED: bool>(
                 f.after_result(sent, *output)?;
             }
         }
+        output.frame_done()?;
     }
 }
 

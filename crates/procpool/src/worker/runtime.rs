@@ -4,10 +4,11 @@
 //!
 //! Reading spins briefly before sleeping (the adaptive [`Spinner`]); writing collects
 //! results in memory and writes them in one go when the worker is about to wait for input,
-//! or from a helper thread once the oldest has waited [`FLUSH_AFTER`] while a job runs.
+//! when a frame's jobs are done and the oldest has waited [`FLUSH_SOON`], or from a helper
+//! thread once the oldest has waited [`FLUSH_AFTER`] while a job runs.
 
 use super::fault::Fault;
-use super::{Batch, FLUSH_AFTER, Output, Registry};
+use super::{Batch, FLUSH_AFTER, FLUSH_SOON, Output, Registry};
 use crate::engine::Spinner;
 use crate::os::env::{self, EXIT_ORPHANED, EXIT_PROTOCOL, WorkerEnv};
 use crate::os::{shm, unix};
@@ -243,6 +244,18 @@ impl Output for DeadlineWriter {
         self.outbox().batch.set_max_frame(max);
     }
 
+    fn frame_done(&mut self) -> io::Result<()> {
+        let s = &*self.shared;
+        if !s.waiting.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut out = self.outbox();
+        match out.since {
+            Some(since) if since.elapsed() >= FLUSH_SOON => out.write_out(&s.waiting),
+            _ => Ok(()),
+        }
+    }
+
     fn job_starting(&mut self) {
         // Results are waiting while a job starts: make sure they go out in time. Both
         // flags are read without the lock: once armed, the jobs that follow take no lock
@@ -351,5 +364,50 @@ pub(crate) fn worker_main(registry: &Registry, env: &WorkerEnv) -> i32 {
             eprintln!("procpool worker {}: {e}", std::process::id());
             EXIT_PROTOCOL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{DEFAULT_MAX_FRAME, FrameReader};
+    use crate::wire::msg::Up;
+
+    #[test]
+    fn results_that_waited_go_out_when_a_frame_is_done() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let mut out = DeadlineWriter::new(ours).unwrap();
+        out.ok_result(3, 0, 5, &[]).unwrap();
+        out.ok_result(3, 1, 6, &[]).unwrap();
+        std::thread::sleep(FLUSH_SOON * 2);
+        // Queued, and no job started (the flusher is not armed): nothing written yet.
+        let mut buf = [0u8; 256];
+        let early = (&theirs).read(&mut buf);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{early:?}"
+        );
+        // The frame's jobs are done and the results have waited: out they go, one frame.
+        out.frame_done().unwrap();
+        let n = (&theirs).read(&mut buf).unwrap();
+        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+        reader.push(&buf[..n]);
+        let frame = reader.next_frame().unwrap().unwrap();
+        let msg = crate::wire::codec::decode_borrowed::<Up<'_>>(frame).unwrap();
+        assert!(
+            matches!(
+                msg,
+                Up::Outputs {
+                    chunk: 3,
+                    first: 0,
+                    count: 2,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+        assert!(reader.next_frame().unwrap().is_none());
     }
 }
