@@ -257,9 +257,7 @@ struct MpiOutput<'a> {
 
 impl Output for MpiOutput<'_> {
     fn frame(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.batch.seal(&mut self.buf)?;
-        self.buf.extend_from_slice(bytes);
-        Ok(())
+        self.batch.frame(&mut self.buf, bytes)
     }
 
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()> {

@@ -8,7 +8,7 @@ use crate::policy::{Event, Finished};
 use crate::task::Task;
 use crate::wire::codec;
 use crate::wire::frame::FrameReader;
-use crate::wire::msg::{Outcome, PROTOCOL_VERSION, Up};
+use crate::wire::msg::{JobResult, Outcome, PROTOCOL_VERSION, Up};
 
 /// Frames from one worker, and where its conversation stands.
 pub(crate) struct Peer {
@@ -56,6 +56,31 @@ impl Peer {
         if let Err(e) = self.reader.finish() {
             let reason = format!("{} broke off a frame: {e}", self.name);
             self.fail(events, reason);
+        }
+    }
+
+    /// The event for a chunk's results as decoded, or `None` when they did not decode
+    /// (then the worker is failed, naming `what` it sent).
+    fn results<O>(
+        &mut self,
+        events: &mut Vec<Event<O>>,
+        chunk: u64,
+        first: u32,
+        decoded: Result<Vec<Finished<O>>, codec::CodecError>,
+        what: &str,
+    ) -> Option<Event<O>> {
+        match decoded {
+            Ok(results) => Some(Event::Done {
+                worker: self.key,
+                chunk,
+                first,
+                results,
+            }),
+            Err(e) => {
+                let reason = format!("{} sent undecodable {what}: {e}", self.name);
+                self.fail(events, reason);
+                None
+            }
         }
     }
 
@@ -125,45 +150,42 @@ impl Peer {
                     first,
                     count,
                     results,
-                } => match decode_results::<T>(results, count) {
-                    Ok(results) => Event::Done {
-                        worker: self.key,
-                        chunk,
-                        first,
-                        results,
-                    },
-                    Err(e) => {
-                        let reason = format!("{} sent undecodable results: {e}", self.name);
-                        self.fail(events, reason);
-                        return;
+                } => {
+                    let decoded = decode_results::<T>(results, count);
+                    match self.results(events, chunk, first, decoded, "results") {
+                        Some(event) => event,
+                        None => return,
                     }
-                },
+                }
                 Up::Outputs {
                     chunk,
                     first,
                     count,
                     results,
-                } => match decode_outputs::<T>(results, count) {
-                    Ok(results) => Event::Done {
-                        worker: self.key,
-                        chunk,
-                        first,
-                        results,
-                    },
-                    Err(e) => {
-                        let reason = format!("{} sent undecodable outputs: {e}", self.name);
-                        self.fail(events, reason);
-                        return;
+                } => {
+                    let decoded = decode_outputs::<T>(results, count);
+                    match self.results(events, chunk, first, decoded, "outputs") {
+                        Some(event) => event,
+                        None => return,
                     }
-                },
+                }
             };
             events.push(event);
         }
     }
 }
 
-/// Decodes the `count` results of an `Outputs` message (jobs that succeeded); an output
-/// that does not decode is a codec error of its job's own.
+/// A job's encoded output decoded; one that does not decode is a codec error of its job's
+/// own.
+fn decode_output<T: Task>(bytes: &[u8]) -> Result<T::Output, Box<JobError>> {
+    codec::decode::<T::Output>(bytes).map_err(|e| {
+        Box::new(JobError::Codec {
+            message: format!("output: {e}"),
+        })
+    })
+}
+
+/// Decodes the `count` results of an `Outputs` message (jobs that succeeded).
 fn decode_outputs<T: Task>(
     bytes: &[u8],
     count: u32,
@@ -181,11 +203,7 @@ fn decode_outputs<T: Task>(
         out.push(Finished {
             compute_ns,
             phases: None,
-            outcome: codec::decode::<T::Output>(output).map_err(|e| {
-                Box::new(JobError::Codec {
-                    message: format!("output: {e}"),
-                })
-            }),
+            outcome: decode_output::<T>(output),
         });
     }
     if rest.is_empty() {
@@ -198,8 +216,8 @@ fn decode_outputs<T: Task>(
     }
 }
 
-/// Decodes `count` back-to-back job results; a job whose output does not decode gets a
-/// codec error of its own.
+/// Decodes the `count` back-to-back `JobResult`s of a `Done` message (failures, and results
+/// with phases: successes without them come as `Outputs`).
 fn decode_results<T: Task>(
     mut bytes: &[u8],
     count: u32,
@@ -207,30 +225,13 @@ fn decode_results<T: Task>(
     // Never trust the count for an allocation: each result takes at least 13 bytes.
     let mut out = Vec::with_capacity((count as usize).min(bytes.len() / 13 + 1));
     for _ in 0..count {
-        if let Some((compute_ns, output, rest)) = codec::split_ok_result(bytes) {
-            bytes = rest;
-            out.push(Finished {
-                compute_ns,
-                phases: None,
-                outcome: codec::decode::<T::Output>(output).map_err(|e| {
-                    Box::new(JobError::Codec {
-                        message: format!("output: {e}"),
-                    })
-                }),
-            });
-            continue;
-        }
-        let (r, used) = codec::decode_job_result(bytes)?;
+        let (r, used) = codec::decode_prefix::<JobResult<'_>>(bytes)?;
         bytes = &bytes[used..];
         out.push(Finished {
             compute_ns: r.compute_ns,
             phases: r.phases.map(Box::new),
             outcome: match r.outcome {
-                Outcome::Ok(b) => codec::decode::<T::Output>(b).map_err(|e| {
-                    Box::new(JobError::Codec {
-                        message: format!("output: {e}"),
-                    })
-                }),
+                Outcome::Ok(b) => decode_output::<T>(b),
                 Outcome::Err(e) => Err(Box::new(e)),
             },
         });
@@ -316,6 +317,58 @@ mod tests {
             results[1].outcome.as_ref().map_err(|e| &**e),
             Err(JobError::Codec { message }) if message.starts_with("output: ")
         ));
+    }
+
+    #[test]
+    fn done_carries_failures_and_phased_results() {
+        use crate::wire::msg::Phases;
+        let seven = codec::encode(&7u64).unwrap();
+        let mut results = Vec::new();
+        let phases = Phases {
+            begun: 1,
+            decoded: 2,
+            computed: 3,
+            encoded: 4,
+        };
+        for r in [
+            JobResult {
+                compute_ns: 9,
+                outcome: Outcome::Ok(&seven),
+                phases: Some(phases),
+            },
+            JobResult {
+                compute_ns: 0,
+                outcome: Outcome::Err(JobError::Codec {
+                    message: "input: bad".into(),
+                }),
+                phases: None,
+            },
+        ] {
+            codec::encode_into(&r, &mut results).unwrap();
+        }
+        let (peer, events) = feed(&[Up::Done {
+            chunk: 2,
+            first: 0,
+            count: 2,
+            results: &results,
+        }]);
+        assert!(!peer.failed);
+        let Some(Event::Done { results: got, .. }) = events.last() else {
+            panic!("no results");
+        };
+        assert_eq!(got[0].outcome.as_ref().ok(), Some(&7));
+        assert_eq!(got[0].phases.as_deref(), Some(&phases));
+        assert!(got[1].outcome.is_err());
+        // One result claimed more than sent: the worker is failed by name.
+        let (peer, events) = feed(&[Up::Done {
+            chunk: 2,
+            first: 0,
+            count: 3,
+            results: &results,
+        }]);
+        assert!(peer.failed);
+        assert!(matches!(events.last(), Some(Event::Failed { reason, .. })
+            if reason.starts_with("worker pid 42 sent undecodable results")));
     }
 
     #[test]

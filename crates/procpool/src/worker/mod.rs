@@ -209,6 +209,13 @@ impl Batch {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    /// Appends a whole frame to `out`, after the results collected so far.
+    pub(crate) fn frame(&mut self, out: &mut Vec<u8>, bytes: &[u8]) -> io::Result<()> {
+        self.seal(out)?;
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
+
     /// The largest frame from now on.
     pub(crate) fn set_max_frame(&mut self, max: u32) {
         self.max_frame = max;
@@ -227,9 +234,7 @@ pub(crate) struct MemOutput {
 #[cfg(any(test, feature = "fuzzing"))]
 impl Output for MemOutput {
     fn frame(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.batch.seal(&mut self.bytes)?;
-        self.bytes.extend_from_slice(bytes);
-        Ok(())
+        self.batch.frame(&mut self.bytes, bytes)
     }
 
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()> {
@@ -634,7 +639,7 @@ fn run_jobs<T: Task, const TIMED: bool>(
                 continue;
             }
             result.clear();
-            let encoded = codec::encode_job_result(
+            let encoded = codec::encode_into(
                 &JobResult {
                     compute_ns,
                     outcome,

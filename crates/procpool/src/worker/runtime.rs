@@ -208,9 +208,7 @@ impl Output for DeadlineWriter {
         let mut out = self.outbox();
         out.queued(waiting)?;
         let Outbox { buf, batch, .. } = &mut *out;
-        batch.seal(buf)?;
-        buf.extend_from_slice(bytes);
-        Ok(())
+        batch.frame(buf, bytes)
     }
 
     fn result(&mut self, chunk: u64, index: u32, result: &[u8]) -> io::Result<()> {
