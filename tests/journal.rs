@@ -418,6 +418,59 @@ fn an_existing_file_is_never_overwritten_without_force() {
 }
 
 #[test]
+fn a_journal_that_a_running_run_holds_is_refused_to_a_second_run() {
+    let dir = scratch("journal-in-use");
+    let path = dir.join("j");
+    // Long enough (tens of seconds) that it is still running when the second run starts;
+    // it is killed once that has been checked.
+    let mut sweep = LONG.to_vec();
+    assert_eq!(sweep[4], "--widths");
+    sweep[5] = "0.05:1.5:4000";
+    let mut first = sweep.clone();
+    first.extend(["-w", "2", "--journal", path_str(&path)]);
+    let mut bg: Background = spawn(&first, &[]);
+    let start = Instant::now();
+    while records(&path) == 0 {
+        assert!(
+            bg.child.try_wait().expect("wait").is_none(),
+            "the first run ended before it wrote a record"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the first run never recorded a result"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let resume = ["--resume", path_str(&path)];
+    let replace = ["--journal", path_str(&path), "--force"];
+    for flags in [&resume[..], &replace[..]] {
+        let mut args = sweep.clone();
+        args.extend(flags);
+        let r = run(&args);
+        assert_eq!(r.code, Some(2), "{flags:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("in use by another run") && r.stderr.contains(path_str(&path)),
+            "{flags:?}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{flags:?}: {}", r.stdout);
+    }
+    assert!(
+        bg.child.try_wait().expect("wait").is_none(),
+        "the first run ended while the second was refused: the test proved nothing"
+    );
+    // The holder dies by SIGKILL; the kernel drops its lock, and the journal resumes.
+    bg.signal(libc::SIGKILL);
+    let killed = bg.finish(Duration::from_secs(60));
+    assert_eq!(killed.code, None, "{}", killed.stderr);
+    let held = records(&path);
+    assert!(held > 0);
+    let (journal, _) = Journal::resume(&path, &Journal::read(&path).unwrap().0).unwrap();
+    drop(journal);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn failed_jobs_are_not_recorded_and_a_resume_runs_them() {
     let dir = scratch("journal-failed");
     let path = dir.join("j");

@@ -88,6 +88,7 @@ pub fn check_path(plan: &Plan) -> Result<(), AppError> {
                     ));
                 }
                 OpenOptions::new().append(true).open(path).map_err(cannot)?;
+                refuse_in_use(plan)?;
             } else {
                 OpenOptions::new()
                     .write(true)
@@ -112,7 +113,23 @@ pub fn check_path(plan: &Plan) -> Result<(), AppError> {
             // Not a journal, another format version, damage before the last record: said
             // now, before any work. The header is compared once the samples exist.
             Journal::read(path).map_err(|e| refusal(flag, e))?;
+            refuse_in_use(plan)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses (exit code 2) a journal that another run still has open: it holds the file's
+/// lock, so resuming or replacing it would fail once the samples exist.
+fn refuse_in_use(plan: &Plan) -> Result<(), AppError> {
+    let flag = plan.flag();
+    if Journal::in_use(&plan.path).map_err(|e| refusal(flag, e))? {
+        return Err(refusal(
+            flag,
+            JournalError::InUse {
+                path: plan.path.clone(),
+            },
+        ));
     }
     Ok(())
 }

@@ -94,6 +94,18 @@
 //! ([`JournalError::Broken`]). Dropping a journal cannot report a failed final sync (it is
 //! logged): call [`Journal::finish`] to know.
 //!
+//! # One writer at a time
+//!
+//! An open [`Journal`] holds an exclusive lock on its file (`flock`) until it is dropped
+//! or its process dies, SIGKILL included: the kernel releases the lock with the file.
+//! While one run holds it, [`Journal::resume`] and an overwriting
+//! [`JournalOptions::create`] of the same file refuse with [`JournalError::InUse`] and
+//! change nothing, so two runs never interleave records or truncate each other's work.
+//! [`Journal::read`] takes no lock: reading while a run appends sees the records written
+//! so far, and at most a torn last one. The lock is advisory, between programs that use
+//! it; on a file system without `flock` support the journal works unlocked (logged at
+//! debug level).
+//!
 //! # Duplicates
 //!
 //! A position is recorded once. Appending a position that is already in the journal
@@ -180,6 +192,17 @@ pub enum JournalError {
     )]
     Exists {
         /// The existing file.
+        path: PathBuf,
+    },
+    /// Another open journal holds the file's lock: a run that is still going, in this
+    /// process or another.
+    #[error(
+        "journal {} is in use by another run (an open journal holds its lock); wait for that \
+         run to end, or use another file (nothing was changed)",
+        path.display()
+    )]
+    InUse {
+        /// The journal.
         path: PathBuf,
     },
     /// The file does not start with [`MAGIC`].
@@ -471,7 +494,8 @@ impl JournalOptions {
         JournalOptions::default()
     }
 
-    /// Whether `create` may replace an existing file (default: no, it refuses).
+    /// Whether `create` may replace an existing file (default: no, it refuses). A file
+    /// that another open journal holds is never replaced ([`JournalError::InUse`]).
     pub fn overwrite(mut self, on: bool) -> JournalOptions {
         self.overwrite = on;
         self
@@ -512,7 +536,8 @@ impl JournalOptions {
         let mut open = OpenOptions::new();
         open.read(true).write(true);
         if self.overwrite {
-            open.create(true).truncate(true);
+            // Not truncated on open: another run may hold it (checked by the lock first).
+            open.create(true);
         } else {
             open.create_new(true);
         }
@@ -525,12 +550,22 @@ impl JournalOptions {
                 io_error(path, "create the file")(source)
             }
         })?;
-        let written = file
-            .write_all_at(&bytes, 0)
-            .map_err(io_error(path, "write the header"))
+        let written = lock(path, &file)
+            .and_then(|()| {
+                if self.overwrite {
+                    file.set_len(0)
+                        .map_err(io_error(path, "truncate the old journal"))
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| {
+                file.write_all_at(&bytes, 0)
+                    .map_err(io_error(path, "write the header"))
+            })
             .and_then(|()| file.sync_data().map_err(io_error(path, "sync the header")));
         if let Err(e) = written {
-            if !self.overwrite {
+            if !self.overwrite && !matches!(e, JournalError::InUse { .. }) {
                 // create_new made this file and it holds no result: leave no half-made
                 // journal behind to block the next attempt.
                 let _ = std::fs::remove_file(path);
@@ -560,6 +595,7 @@ impl JournalOptions {
             .write(true)
             .open(path)
             .map_err(io_error(path, "open the file to resume it"))?;
+        lock(path, &file)?;
         let contents = Contents::read(path, &file, Some(expected))?;
         if let Some(torn) = contents.recovered.torn {
             file.set_len(torn.offset)
@@ -577,6 +613,23 @@ impl JournalOptions {
         }
         let journal = Journal::open(path, file, contents.end, contents.index, self.sync_interval)?;
         Ok((journal, contents.recovered))
+    }
+}
+
+/// Takes the journal's exclusive lock on `file` without waiting (see "One writer at a
+/// time"): [`JournalError::InUse`] if another open journal holds it.
+fn lock(path: &Path, file: &File) -> Result<(), JournalError> {
+    use rustix::{fs::FlockOperation, io::Errno};
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(Errno::WOULDBLOCK) => Err(JournalError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err(Errno::INTR) => lock(path, file),
+        Err(e) => {
+            debug!(path = %path.display(), "journal works unlocked: flock failed: {e}");
+            Ok(())
+        }
     }
 }
 
@@ -1027,12 +1080,27 @@ impl Journal {
     /// format and that the header equals `expected` (else [`JournalError::Mismatch`] names
     /// the first field that differs), verifies every record, cuts off a torn last record
     /// (reported in [`Recovered::torn_tail`]) and returns what was recorded; new records go
-    /// after it. Damage before the last record is [`JournalError::Corrupt`].
+    /// after it. Damage before the last record is [`JournalError::Corrupt`]; a journal
+    /// another run still has open is [`JournalError::InUse`].
     pub fn resume(
         path: impl AsRef<Path>,
         expected: &Header,
     ) -> Result<(Journal, Recovered), JournalError> {
         JournalOptions::new().resume(path, expected)
+    }
+
+    /// Whether an open journal (a run still writing it, in any process) holds the lock on
+    /// the file at `path` now: a check before expensive work, since `resume` or an
+    /// overwriting `create` would then refuse with [`JournalError::InUse`].
+    pub fn in_use(path: impl AsRef<Path>) -> Result<bool, JournalError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(io_error(path, "open the file"))?;
+        match lock(path, &file) {
+            Ok(()) => Ok(false),
+            Err(JournalError::InUse { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+        // The probe's lock goes with `file`, here.
     }
 
     /// Reads and verifies the journal at `path` without changing it: its header and what
@@ -1735,6 +1803,50 @@ mod tests {
             .unwrap();
         let (_, rec) = Journal::read(&path).unwrap();
         assert!(rec.is_empty());
+    }
+
+    #[test]
+    fn an_open_journal_is_its_runs_alone_until_dropped() {
+        let dir = Scratch::new("in-use");
+        let path = dir.file("j");
+        let mut first = Journal::create(&path, &header()).unwrap();
+        first.append(0, &output(0)).unwrap();
+        first.sync().unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let in_use = |r: Result<Journal, JournalError>, what: &str| match r {
+            Err(e @ JournalError::InUse { .. }) => {
+                assert!(e.to_string().contains("in use by another run"), "{e}");
+            }
+            Err(e) => panic!("{what}: expected InUse, got {e:?}"),
+            Ok(_) => panic!("{what}: a second writer got the open journal"),
+        };
+        in_use(Journal::resume(&path, &header()).map(|(j, _)| j), "resume");
+        in_use(
+            JournalOptions::new()
+                .overwrite(true)
+                .create(&path, &header()),
+            "overwrite",
+        );
+        assert!(
+            fs::read(&path).unwrap() == bytes,
+            "a refused writer changed the file"
+        );
+        // Reading takes no lock; the probe sees the writer.
+        assert_eq!(Journal::read(&path).unwrap().1.len(), 1);
+        assert!(Journal::in_use(&path).unwrap());
+        // The first writer goes on; once it is gone, the file is free again.
+        first.append(1, &output(1)).unwrap();
+        drop(first);
+        assert!(!Journal::in_use(&path).unwrap());
+        let (mut again, rec) = Journal::resume(&path, &header()).unwrap();
+        assert_eq!(rec.positions().collect::<Vec<_>>(), [0, 1]);
+        again.append(2, &output(2)).unwrap();
+        again.finish().unwrap();
+        let fresh = JournalOptions::new()
+            .overwrite(true)
+            .create(&path, &header());
+        fresh.unwrap().finish().unwrap();
+        assert!(Journal::read(&path).unwrap().1.is_empty());
     }
 
     #[test]

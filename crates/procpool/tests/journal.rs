@@ -9,7 +9,7 @@
 //! a watchdog, and so does every child: a hang is a failure, never a stuck CI job.
 
 use libtest_mimic::{Arguments, Failed};
-use procpool::journal::{Header, Journal, JournalOptions};
+use procpool::journal::{Header, Journal, JournalError, JournalOptions};
 use procpool::{Backend, Chunk, Pool, Registry, Task};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -153,6 +153,22 @@ fn sigkill_while_appending_leaves_a_resumable_prefix() -> Result<(), Failed> {
                 }
             }
         }
+        // While the child runs, its journal is its alone: another process can neither
+        // resume it nor overwrite it (the records checked below prove nothing was cut).
+        let refused = |r: Result<Journal, JournalError>, what: &str| match r {
+            Err(JournalError::InUse { .. }) => Ok(()),
+            Err(e) => Err(format!("seed {seed}: {what}: expected InUse, got {e}")),
+            Ok(_) => Err(format!(
+                "seed {seed}: {what} got the running child's journal"
+            )),
+        };
+        refused(Journal::resume(&path, &header()).map(|(j, _)| j), "resume")?;
+        refused(
+            JournalOptions::new()
+                .overwrite(true)
+                .create(&path, &header()),
+            "overwrite",
+        )?;
         for _ in 0..rng.random_range(0..200_000u32) {
             std::hint::spin_loop();
         }
