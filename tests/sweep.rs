@@ -353,3 +353,101 @@ fn a_closed_stdout_ends_quietly() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// The flags a degenerate-sweep warning suggests, split into arguments.
+fn suggested(stderr: &str) -> Vec<String> {
+    let (_, tail) = stderr
+        .split_once("on their scale, try ")
+        .unwrap_or_else(|| panic!("no suggestion in: {stderr}"));
+    let line = tail.lines().next().unwrap_or_default();
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Counts of a JSON report.
+fn counts(report: &serde_json::Value) -> Vec<u64> {
+    report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["count"].as_u64().expect("count"))
+        .collect()
+}
+
+#[test]
+fn a_sweep_off_the_datas_scale_is_warned_with_flags_that_fit() {
+    let dir = scratch("off-scale");
+    let mut rng = rand::rng();
+    // Data in other units, far from the default point: any scale, any offset.
+    let d = rng.random_range(1..=3usize);
+    let scale = 10f64.powf(rng.random_range(-3.0..4.0));
+    let offsets: Vec<f64> = (0..d)
+        .map(|_| (50.0 * scale + 10.0) * if rng.random() { 1.0 } else { -1.0 })
+        .collect();
+    let samples: Vec<Vec<f64>> = random_samples(3000, d)
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .zip(&offsets)
+                .map(|(x, o)| o + x * scale)
+                .collect()
+        })
+        .collect();
+    let path = dir.join("far.npy");
+    write_npy(&path, &samples);
+    let file = path.to_str().expect("utf-8 path");
+    let context = format!("d = {d}, scale {scale}, offsets {offsets:?}");
+
+    let r = run(&["--data", file, "-w", "2", "--format", "json"]);
+    let report = json(&r);
+    assert!(counts(&report).iter().all(|&k| k == 0), "{context}");
+    assert!(
+        r.stderr
+            .contains("warning: no sample lies in any window around x = (0"),
+        "{context}: {}",
+        r.stderr
+    );
+    // The suggested point and widths give a sweep with something to say.
+    let flags = suggested(&r.stderr);
+    assert!(flags.iter().any(|f| f == "--point"), "{flags:?}");
+    let mut args = vec!["--data", file, "-w", "2", "--format", "json"];
+    args.extend(flags.iter().map(String::as_str));
+    let again = run(&args);
+    let k = counts(&json(&again));
+    assert!(
+        k.iter().any(|&k| k > 0) && k.iter().any(|&k| k < 3000),
+        "{context}: {flags:?} gave counts {k:?}"
+    );
+    assert!(
+        !again.stderr.contains("warning"),
+        "{context}: {}",
+        again.stderr
+    );
+
+    // Widths larger than the data: only the widths are off.
+    let r = run(&["--widths", "1e6,2e6", "--format", "csv"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("holds all 10000 samples"), "{}", r.stderr);
+    let flags = suggested(&r.stderr);
+    assert_eq!(
+        flags.first().map(String::as_str),
+        Some("--widths"),
+        "{flags:?}"
+    );
+    let mut args = vec!["--format", "json"];
+    args.extend(flags.iter().map(String::as_str));
+    let again = run(&args);
+    let k = counts(&json(&again));
+    assert!(
+        k.iter().any(|&k| k > 0 && k < 10_000),
+        "{flags:?} gave {k:?}"
+    );
+    assert!(!again.stderr.contains("warning"), "{}", again.stderr);
+
+    // -q keeps stderr for errors; a sweep on the data's scale says nothing.
+    let quiet = run(&["--widths", "1e6,2e6", "-q"]);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("warning"), "{}", quiet.stderr);
+    let plain = run(&[]);
+    assert!(!plain.stderr.contains("warning"), "{}", plain.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -7,6 +7,7 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod advice;
 mod bench;
 mod cli;
 mod config;
@@ -132,14 +133,15 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Outcome> {
             bench::run(&args, !cli.log.quiet, &interrupts, out)?;
         }
         Some(Command::Demo(args)) => demo::run(&args, out)?,
-        None => sweep(&cli.run, out)?,
+        None => sweep(&cli.run, !cli.log.quiet, out)?,
     }
     out.flush()?;
     Ok(())
 }
 
-/// The default mode: validate, run, print the report, then draw the charts if asked.
-fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
+/// The default mode: validate, run, print the report (then, unless `-q`, a warning if its
+/// densities are all degenerate), then draw the charts if asked.
+fn sweep(args: &cli::RunArgs, warnings: bool, out: &mut dyn Write) -> Result<(), Outcome> {
     // Caught from the start, so a signal while samples are drawn exits at once.
     let interrupts = signals::Interrupts::install()
         .map_err(|e| AppError::failed(format!("could not install signal handlers: {e}")))?;
@@ -148,6 +150,11 @@ fn sweep(args: &cli::RunArgs, out: &mut dyn Write) -> Result<(), Outcome> {
     // The report first: a chart that cannot be drawn never costs the computed result.
     output::write_report(out, &report, cfg.format)?;
     out.flush()?;
+    if warnings {
+        if let Some(warning) = advice::degenerate_sweep(&report, &cfg.samples) {
+            eprintln!("coordinator: {warning}");
+        }
+    }
     if let Some(path) = &cfg.plot {
         sweep_plot::draw(path, &report)?;
     }

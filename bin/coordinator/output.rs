@@ -219,7 +219,8 @@ pub fn check_output_path(flag: &str, path: &Path, ext: &str) -> Result<(), AppEr
     Ok(())
 }
 
-fn list(v: &[f64]) -> String {
+/// `v` as a comma-separated list, every digit of each number: `0, -1.5`.
+pub fn list(v: &[f64]) -> String {
     v.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
