@@ -430,9 +430,22 @@ fn csv_from_file(path: &Path, file: File, limits: &LoadLimits) -> Result<Samples
                 return Err(bad(line, format!("field {column} is empty")));
             }
             let value: f64 = field.parse().map_err(|_| {
+                // Numbers joined by another separator: say which, and what is expected.
+                let sep = [(';', "semicolons"), ('\t', "tabs"), (' ', "spaces")]
+                    .into_iter()
+                    .find(|(c, _)| {
+                        field.contains(*c)
+                            && field
+                                .split(*c)
+                                .filter(|p| !p.trim().is_empty())
+                                .all(|p| p.trim().parse::<f64>().is_ok())
+                    });
+                let hint = sep.map_or(String::new(), |(_, name)| {
+                    format!(" (numbers separated by {name}? fields must be separated by commas)")
+                });
                 bad(
                     line,
-                    format!("field {column} {} is not a number", quote(field)),
+                    format!("field {column} {} is not a number{hint}", quote(field)),
                 )
             })?;
             if !value.is_finite() {
@@ -1226,6 +1239,22 @@ mod tests {
         assert_eq!(
             csv_err("1,2\nx,y\n"),
             r#", line 2: field 1 "x" is not a number"#
+        );
+        assert_eq!(
+            csv_err("x;y\n1;2\n"),
+            r#", line 2: field 1 "1;2" is not a number (numbers separated by semicolons? fields must be separated by commas)"#
+        );
+        assert_eq!(
+            csv_err("1\t-2.5\n3\t4\n"),
+            ", line 2: field 1 \"3\\t4\" is not a number (numbers separated by tabs? fields must be separated by commas)"
+        );
+        assert_eq!(
+            csv_err("1,2\n3 4,5\n"),
+            r#", line 2: field 1 "3 4" is not a number (numbers separated by spaces? fields must be separated by commas)"#
+        );
+        assert_eq!(
+            csv_err("1,2\n3;x,5\n"),
+            r#", line 2: field 1 "3;x" is not a number"#
         );
         assert_eq!(
             csv_err("1,2\n3,4,5\n"),
