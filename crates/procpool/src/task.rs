@@ -30,6 +30,12 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     /// sample matrix; never re-sent per job. Use `()` when there is none.
     type Context: Serialize + DeserializeOwned + Send + Sync + 'static;
     /// What one job produces.
+    ///
+    /// Large byte buffers: serde moves a `Vec<u8>` (and `&[u8]`) one byte at a time, so
+    /// prefer `serde_bytes::ByteBuf`, or `#[serde(with = "serde_bytes")]` on the field,
+    /// which moves it as one block: four 50 MB outputs came back 3.3x faster that way on
+    /// the process backend here (1.28 s to 0.39 s; a `Vec<f64>` of the same size took
+    /// 0.5 s). The same holds for inputs and contexts.
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Runs the job. A panic here becomes `JobError::Panicked` for this job only.
     fn run(self, ctx: &Self::Context) -> Self::Output;
