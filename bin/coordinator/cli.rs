@@ -79,31 +79,37 @@ pub struct BenchArgs {
     pub suite: Suite,
     /// Worker counts, comma-separated [default: 1..=cores and 1.5 x cores for scaling;
     /// cores for granularity; 2 and 4 for overhead].
-    #[arg(short, long, value_name = "LIST")]
+    #[arg(allow_negative_numbers = true, short, long, value_name = "LIST")]
     pub workers: Option<String>,
     /// Backends to measure, comma-separated [default: process,thread,serial].
     #[arg(short, long, value_name = "LIST")]
     pub backends: Option<String>,
     /// Timed runs per configuration, after one warm-up run; the median is reported.
-    #[arg(short, long, default_value = "3")]
+    #[arg(allow_negative_numbers = true, short, long, default_value = "3")]
     pub repeat: usize,
     /// scaling: samples to draw (accepts 1e6) [default: 10000].
-    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count)]
+    #[arg(allow_negative_numbers = true, short = 'n', long, value_name = "N", value_parser = parse_count)]
     pub samples: Option<u64>,
     /// scaling: use these samples instead (CSV or .npy), e.g. the file a Python run used.
     #[arg(long, value_name = "FILE", conflicts_with = "samples")]
     pub data: Option<PathBuf>,
     /// scaling: window widths [default: 1.0:1.2:100, the seed's benchmark].
-    #[arg(long, value_name = "SPEC")]
+    #[arg(allow_hyphen_values = true, long, value_name = "SPEC")]
     pub widths: Option<String>,
     /// overhead: empty jobs per throughput run [default: 100000].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
+    #[arg(allow_negative_numbers = true, long, value_name = "N", value_parser = parse_count)]
     pub jobs: Option<u64>,
     /// granularity: job sizes in microseconds, comma-separated [default: 1,10,100,1000,10000].
-    #[arg(long, value_name = "LIST")]
+    #[arg(allow_hyphen_values = true, long, value_name = "LIST")]
     pub sizes: Option<String>,
     /// Jobs per message: a number, or auto.
-    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
+    #[arg(
+        allow_negative_numbers = true,
+        short,
+        long,
+        value_name = "N|auto",
+        default_value = "auto"
+    )]
     pub chunksize: String,
     /// Output format. The table rounds times for reading; json (with the machine and the
     /// date) and csv (a header, then one row per configuration) print every number in full.
@@ -125,7 +131,7 @@ pub struct BenchArgs {
     pub workload: Option<Workload>,
     /// scaling: memory the samples and the shared context may take (8G, 512M, 1e9)
     /// [default: half the physical memory].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE")]
     pub max_memory: Option<String>,
 }
 
@@ -181,19 +187,30 @@ pub enum Format {
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Number of workers [default: the number of CPUs].
-    #[arg(short, long, value_name = "N")]
+    #[arg(allow_negative_numbers = true, short, long, value_name = "N")]
     pub workers: Option<usize>,
     /// Where jobs run.
     #[arg(short, long, value_enum, default_value = "process")]
     pub backend: BackendArg,
     /// Samples to draw from N(mean, cov) (accepts 1e6) [default: 10000].
-    #[arg(short = 'n', long, value_name = "N", value_parser = parse_count, conflicts_with = "data")]
+    #[arg(allow_negative_numbers = true, short = 'n', long, value_name = "N", value_parser = parse_count, conflicts_with = "data")]
     pub samples: Option<u64>,
     /// Random seed for the samples [default: 123].
-    #[arg(long, value_name = "S", conflicts_with = "data")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "S",
+        conflicts_with = "data"
+    )]
     pub seed: Option<u64>,
     /// Dimensions of the Gaussian [default: 2, or as --mean/--cov imply].
-    #[arg(short, long, value_name = "D", conflicts_with = "data")]
+    #[arg(
+        allow_negative_numbers = true,
+        short,
+        long,
+        value_name = "D",
+        conflicts_with = "data"
+    )]
     pub dims: Option<usize>,
     /// Mean of the Gaussian, comma-separated [default: all zeros].
     #[arg(
@@ -220,21 +237,32 @@ pub struct RunArgs {
     pub point: Option<String>,
     /// Window widths: a list (0.5,1,1.5) or START:STOP:COUNT, inclusive like numpy.linspace
     /// [default: 0.1,0.2,..,1.2, the seed's table].
-    #[arg(long, value_name = "SPEC")]
+    #[arg(allow_hyphen_values = true, long, value_name = "SPEC")]
     pub widths: Option<String>,
     /// Jobs per message to a worker: a number (at most 16777216), or auto (measure, then
     /// choose).
-    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
+    #[arg(
+        allow_negative_numbers = true,
+        short,
+        long,
+        value_name = "N|auto",
+        default_value = "auto"
+    )]
     pub chunksize: String,
     /// Output format. The table rounds densities and errors to 6 significant digits for
     /// reading; json and csv print every number in full, so it reads back bit for bit.
     #[arg(short, long, value_enum, default_value = "table")]
     pub format: Format,
     /// Longest a job may run, in seconds; its worker is then killed and replaced.
-    #[arg(long, value_name = "SECS")]
+    #[arg(allow_negative_numbers = true, long, value_name = "SECS")]
     pub job_timeout: Option<f64>,
     /// Times a job that kills its worker is started again before it counts as failed.
-    #[arg(long, value_name = "N", default_value = "2")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "N",
+        default_value = "2"
+    )]
     pub retries: u32,
     /// Also draw this run as an SVG timeline: one lane per worker, each job a bar from
     /// dispatch to result, spawn and handshake marked.
@@ -262,7 +290,7 @@ pub struct RunArgs {
     pub resume: Option<PathBuf>,
     /// Memory the samples and the workers' shared context may take, e.g. 8G, 512M or 1e9
     /// bytes [default: half the physical memory].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIZE")]
     pub max_memory: Option<String>,
     /// Also draw p(x; h) against h (and LSCV(h) when computed) as an SVG, marking the
     /// widths each rule chooses.
