@@ -102,7 +102,10 @@ fn bad_options() {
     assert_usage_error(&["--widths", "-1"], "\"-1\"");
     assert_usage_error(&["--max-memory", "-1G"], "\"-1G\"");
     assert_clap_error(&["--seed", "-1"], "invalid value '-1' for '--seed <S>'");
-    assert_clap_error(&["--workers", "-2"], "invalid value '-2' for '--workers <N>'");
+    assert_clap_error(
+        &["--workers", "-2"],
+        "invalid value '-2' for '--workers <N>'",
+    );
     assert_usage_error(&["--job-timeout=-1"], "got -1");
     assert_usage_error(&["--job-timeout", "nan"], "NaN");
     assert_clap_error(&["--data", "x.csv", "--samples", "5"], "--samples");

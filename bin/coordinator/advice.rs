@@ -11,6 +11,10 @@ use crate::output::{list, sig_trim};
 use crate::run::Report;
 use parzen::samples::Samples;
 
+/// Dimensions up to which the point, means and deviations are listed in full.
+const LIST_UP_TO: usize = 6;
+/// A point further than this many standard deviations from the mean is off the data.
+const OFF_BY_SDS: f64 = 3.0;
 /// How many widths the suggested `--widths` spans.
 const SUGGESTED_COUNT: usize = 40;
 /// The suggested widths run from the rule-of-thumb width divided by this to it times this.
@@ -23,32 +27,30 @@ pub fn degenerate_sweep(report: &Report, samples: &Samples) -> Option<String> {
     if counts.is_empty() || n == 0 {
         return None;
     }
-    let at = list(&report.point);
+    let at = if report.point.len() <= LIST_UP_TO {
+        format!("x = ({})", list(&report.point))
+    } else {
+        format!("the {}-dimensional point", report.point.len())
+    };
     let empty = counts.iter().all(|&k| k == 0);
     let what = if empty {
-        format!(
-            "no sample lies in any window around x = ({at}): every count is 0, so every p(x) \
-             is 0"
-        )
+        format!("no sample lies in any window around {at}: every count is 0, so every p(x) is 0")
     } else if counts.iter().all(|&k| k == n) {
         format!(
-            "every window around x = ({at}) holds all {n} samples: the widths are larger than \
-             the data, so p(x) only shrinks with h"
+            "every window around {at} holds all {n} samples: the widths are larger than the \
+             data, so p(x) only shrinks with h"
         )
     } else {
         return None;
     };
     let (mean, sd) = mean_and_sd(samples);
-    let mut advice = format!(
-        "warning: {what}. The samples' mean is ({}) and their standard deviation ({})",
-        list_sig(&mean),
-        list_sig(&sd)
-    );
-    // Empty windows: the point may be off the data, or the widths too small; windows that
-    // hold everything: the widths alone are off.
+    let mut advice = format!("warning: {what}. {}", describe(&mean, &sd));
+    // Empty windows around a point far off the data: move the point; windows that are
+    // empty around a point inside the data, or that hold everything: the widths are off.
     let mut flags = Vec::new();
-    if empty {
-        flags.push(format!("--point {}", list_sig(&mean).replace(", ", ",")));
+    if empty && off_the_data(&report.point, &mean, &sd) {
+        let point: Vec<String> = mean.iter().map(|&m| sig_trim(m, 4)).collect();
+        flags.push(format!("--point {}", point.join(",")));
     }
     if let Some(h) = rule_of_thumb(&sd, samples.len()) {
         flags.push(format!(
@@ -61,6 +63,38 @@ pub fn degenerate_sweep(report: &Report, samples: &Samples) -> Option<String> {
         advice.push_str(&format!("; on their scale, try {}", flags.join(" ")));
     }
     Some(advice)
+}
+
+/// The samples' mean and standard deviation: every value up to [`LIST_UP_TO`]
+/// dimensions, their ranges beyond.
+fn describe(mean: &[f64], sd: &[f64]) -> String {
+    if mean.len() <= LIST_UP_TO {
+        return format!(
+            "The samples' mean is ({}) and their standard deviation ({})",
+            list_sig(mean),
+            list_sig(sd)
+        );
+    }
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{} to {}", sig_trim(lo, 4), sig_trim(hi, 4))
+    };
+    format!(
+        "The samples' means per dimension run from {} and their standard deviations from {}",
+        range(mean),
+        range(sd)
+    )
+}
+
+/// Whether `point` lies more than [`OFF_BY_SDS`] standard deviations from the mean in
+/// some dimension (any distance at all where the dimension does not vary).
+fn off_the_data(point: &[f64], mean: &[f64], sd: &[f64]) -> bool {
+    point
+        .iter()
+        .zip(mean)
+        .zip(sd)
+        .any(|((p, m), s)| (p - m).abs() > OFF_BY_SDS * s || (*s == 0.0 && p != m))
 }
 
 /// Per-dimension mean and (population) standard deviation, in two passes.
@@ -122,6 +156,21 @@ mod tests {
         assert!((h1 - 3.0 * 100f64.powf(-1.0 / 6.0)).abs() < 1e-12, "{h1}");
         assert_eq!(rule_of_thumb(&[0.0, 0.0], 100), None);
         assert_eq!(rule_of_thumb(&[f64::NAN], 100), None);
+    }
+
+    #[test]
+    fn a_point_is_off_the_data_beyond_three_deviations() {
+        assert!(!off_the_data(&[0.0, 0.0], &[0.1, -0.2], &[1.0, 1.0]));
+        assert!(off_the_data(&[0.0, 0.0], &[0.1, 5000.0], &[1.0, 800.0]));
+        assert!(off_the_data(&[1.0], &[2.0], &[0.0]));
+        assert!(!off_the_data(&[2.0], &[2.0], &[0.0]));
+    }
+
+    #[test]
+    fn many_dimensions_are_summarized() {
+        let d = describe(&[0.5; 40], &[1.0; 40]);
+        assert!(d.contains("run from 0.5 to 0.5"), "{d}");
+        assert!(describe(&[1.0, 2.0], &[3.0, 4.0]).contains("mean is (1, 2)"));
     }
 
     #[test]
