@@ -117,6 +117,10 @@ fn isolation_parent_globals_unchanged_by_processes_changed_by_threads() {
             .count() as u64;
         assert_eq!(j["counter"].as_u64(), Some(same_worker), "{process}");
     }
+    // The demo waits for its workers, so the six jobs show more than one process's memory.
+    let pids: std::collections::BTreeSet<u64> =
+        jobs.iter().filter_map(|j| j["pid"].as_u64()).collect();
+    assert!(pids.len() > 1, "every job ran in one worker: {process}");
 
     // Threads: one counter, one list, the parent's.
     assert_eq!(thread["parent_counter_before"], 0, "{thread}");

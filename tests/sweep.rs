@@ -427,7 +427,11 @@ fn a_sweep_off_the_datas_scale_is_warned_with_flags_that_fit() {
     let r = run(&["--widths", "1e-4,2e-4"]);
     assert!(r.stderr.contains("no sample lies"), "{}", r.stderr);
     let flags = suggested(&r.stderr);
-    assert_eq!(flags.first().map(String::as_str), Some("--widths"), "{flags:?}");
+    assert_eq!(
+        flags.first().map(String::as_str),
+        Some("--widths"),
+        "{flags:?}"
+    );
 
     // Widths larger than the data: only the widths are off.
     let r = run(&["--widths", "1e6,2e6", "--format", "csv"]);

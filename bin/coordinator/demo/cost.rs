@@ -469,9 +469,25 @@ impl Report {
              its worker's (begun, decoded, computed, encoded), on the wall clock, which \
              processes share. Over the fastest 95% of round trips."
         )?;
+        // One label column for every backend, as wide as the longest phase name.
+        let name_w = self
+            .backends
+            .iter()
+            .flat_map(|b| &b.phases)
+            .map(|p| p.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(40);
+        let label_w = 12 + name_w;
         for b in &self.backends {
             let backend = format!("{} backend (worker pid {})", b.backend, b.worker_pid);
-            writeln!(out, "\n{backend:<54}{:>11}{:>11}", "median", "mean")?;
+            writeln!(
+                out,
+                "\n{backend:<w$}{:>11}{:>11}",
+                "median",
+                "mean",
+                w = label_w + 2
+            )?;
             if b.complete < self.jobs {
                 writeln!(
                     out,
@@ -482,7 +498,7 @@ impl Report {
             for p in &b.phases {
                 writeln!(
                     out,
-                    "  {:<12}{:<40}{:>11}{:>11}   {}",
+                    "  {:<12}{:<name_w$}{:>11}{:>11}   {}",
                     p.side,
                     p.name,
                     micros(p.median_ns),
@@ -492,14 +508,14 @@ impl Report {
             }
             writeln!(
                 out,
-                "  {:<52}{:>11}{:>11}",
+                "  {:<label_w$}{:>11}{:>11}",
                 "round trip, apply() call to return",
                 micros(b.total_median_ns),
                 micros(b.total_mean_ns)
             )?;
             writeln!(
                 out,
-                "  {:<52}{:>11}{:>11}",
+                "  {:<label_w$}{:>11}{:>11}",
                 "  the same with recording off",
                 micros(b.untraced_median_ns),
                 micros(b.untraced_mean_ns)

@@ -122,6 +122,9 @@ fn side(backend: Backend, workers: usize) -> Result<Side, Error> {
         .backend(backend)
         .chunksize(Chunk::Fixed(1))
         .build()?;
+    // Every worker running before the jobs, as in Python's Pool: otherwise the first one
+    // ready may run all six tiny jobs before the others have started.
+    pool.wait_ready(std::time::Duration::from_secs(30));
     let worker_pids = pool.pids();
     let jobs = pool.map((1..=JOBS).map(Touch))?;
     pool.join();
@@ -161,7 +164,7 @@ impl Report {
             "parent pid {}, its COUNTER at {:#x}",
             self.parent_pid, self.parent_counter_addr
         )?;
-        let cell = |s: &Side, f: &dyn Fn(&Side) -> String| format!("{:<44}", f(s));
+        let cell = |s: &Side, f: &dyn Fn(&Side) -> String| format!("{:<46}", f(s));
         let row = |out: &mut dyn Write, label: &str, f: &dyn Fn(&Side) -> String| {
             let cells: String = self.sides.iter().map(|s| cell(s, f)).collect();
             writeln!(out, "  {label:<24}{}", cells.trim_end())

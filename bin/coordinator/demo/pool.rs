@@ -79,15 +79,6 @@ fn call(method: &'static str, outputs: Vec<(i64, u32)>) -> Call {
     }
 }
 
-/// How many of the pool's current workers are ready for jobs.
-fn ready_workers(pool: &Pool<Cube>) -> usize {
-    let t = pool.timeline();
-    t.workers
-        .iter()
-        .filter(|w| w.ready.is_some() && w.exited.is_none())
-        .count()
-}
-
 /// Runs the demo.
 pub fn run(opts: &Options) -> Result<Report, Error> {
     // One job per message, so even six tiny jobs spread over the workers.
@@ -98,18 +89,9 @@ pub fn run(opts: &Options) -> Result<Report, Error> {
         .build()?;
     // Python's Pool has every worker running when it returns. Ours starts work as soon as
     // one is ready, and with one job per message a lone ready worker may take all six of
-    // `map`'s jobs: wait for the others first (each `apply` drives the pool, which is what
-    // hears them become ready), so that the calls below show the spreading they are about.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let wanted = if pool.backend() == Backend::Process {
-        pool.workers()
-    } else {
-        0
-    };
-    while ready_workers(&pool) < wanted && std::time::Instant::now() < deadline {
-        pool.apply(Cube(0))?;
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    // `map`'s jobs: wait for the others first (bounded), so that the calls below show the
+    // spreading they are about.
+    pool.wait_ready(std::time::Duration::from_secs(30));
     let xs = 1..=6;
     let mut calls = Vec::new();
 

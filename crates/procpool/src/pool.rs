@@ -692,6 +692,24 @@ impl<T: Task> Pool<T> {
         self.shared.lock().sup.pids()
     }
 
+    /// Waits until every worker is ready for jobs (started, handshaken, holding the
+    /// context, [`Task::init`] done), or until `timeout` passes, or until the pool stops
+    /// for good; returns how many workers are ready then.
+    ///
+    /// Jobs never need this: work starts as soon as one worker is ready. It is for a
+    /// measurement that should not include start-up, or for a short first `map` that
+    /// should spread over every worker (Python's `Pool` forks its workers before it
+    /// returns): tiny jobs can otherwise all finish on the first worker to be ready before
+    /// the others are.
+    pub fn wait_ready(&self, timeout: Duration) -> usize {
+        let want = self.workers;
+        let deadline = Instant::now().checked_add(timeout);
+        let (g, _) = self.shared.drive_until(self.shared.lock(), deadline, |s| {
+            s.sup.ready_workers() >= want || s.sup.stopped()
+        });
+        g.sup.ready_workers()
+    }
+
     /// The current in-flight window of `imap`/`imap_unordered`, in positions.
     pub fn window(&self) -> usize {
         self.shared.lock().sup.window()

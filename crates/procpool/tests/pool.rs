@@ -802,6 +802,50 @@ fn unknown_task_is_refused_at_start_up() -> Result<(), Failed> {
     Ok(())
 }
 
+fn wait_ready_returns_once_every_worker_can_take_jobs() -> Result<(), Failed> {
+    for (backend, workers) in [
+        (Backend::Process, 3),
+        (Backend::Thread, 3),
+        (Backend::Serial, 1),
+    ] {
+        let pool = quiet::<Nap>(backend, workers)
+            .chunksize(Chunk::Fixed(1))
+            .build()?;
+        let ready = pool.wait_ready(Duration::from_secs(60));
+        check(ready == workers, || {
+            format!("{backend}: {ready} of {workers} workers ready")
+        })?;
+        let timeline = pool.timeline();
+        let marked = timeline
+            .workers
+            .iter()
+            .filter(|w| w.ready.is_some())
+            .count();
+        check(marked == workers, || {
+            format!("{backend}: the timeline marks {marked} of {workers} ready")
+        })?;
+        // Every worker ready: even a short map of tiny jobs spreads over them.
+        if backend == Backend::Process {
+            let pids: std::collections::BTreeSet<u32> = pool
+                .map((0..6).map(|pos| Nap { pos, micros: 0 }))?
+                .iter()
+                .map(|&(_, pid)| pid)
+                .collect();
+            check(pids.len() > 1, || {
+                format!("six jobs on three ready workers all ran in {pids:?}")
+            })?;
+        }
+    }
+    // A zero timeout does not wait; it says how many are ready now.
+    let pool = quiet::<Nap>(Backend::Process, 2).build()?;
+    let now = pool.wait_ready(Duration::ZERO);
+    check(now <= 2, || format!("{now} of 2 workers ready"))?;
+    check(pool.wait_ready(Duration::from_secs(60)) == 2, || {
+        "the second wait did not see both workers".to_owned()
+    })?;
+    Ok(())
+}
+
 fn bad_settings_are_errors_naming_the_value() -> Result<(), Failed> {
     let e = quiet::<Trouble>(Backend::Process, 0).build().unwrap_err();
     check(e.to_string().contains("got 0"), || e.to_string())?;
@@ -1111,6 +1155,11 @@ fn main() {
             context_is_sent_once_per_worker,
         ),
         watchdog("panic_fails_only_that_job", 60, panic_fails_only_that_job),
+        watchdog(
+            "wait_ready_returns_once_every_worker_can_take_jobs",
+            120,
+            wait_ready_returns_once_every_worker_can_take_jobs,
+        ),
         watchdog(
             "a_panic_carries_its_backtrace_when_asked",
             60,
