@@ -306,6 +306,7 @@ impl<P: Payload, O> Core<P, O> {
             status: None,
         });
         self.stats.workers_started += 1;
+        self.life.on_spawn();
         self.slots.push(slot);
         self.commands.push(Command::Spawn { worker: key });
     }

@@ -155,6 +155,10 @@ pub(crate) struct Lifecycle {
     pub fatal: Option<String>,
     /// The system error number of the last failed spawn, if one failed that way.
     pub last_os_error: Option<i32>,
+    /// Spawns asked for, and spawns that failed, since a worker was last ready (or the
+    /// start): when they are equal, no worker process was started at all.
+    spawns: u32,
+    spawn_errors: u32,
 }
 
 impl Lifecycle {
@@ -170,7 +174,14 @@ impl Lifecycle {
             reasons: Vec::new(),
             fatal: None,
             last_os_error: None,
+            spawns: 0,
+            spawn_errors: 0,
         }
+    }
+
+    /// A worker process is to be spawned.
+    pub(crate) fn on_spawn(&mut self) {
+        self.spawns = self.spawns.saturating_add(1);
     }
 
     /// The back-off after `failures` start-up failures in a row.
@@ -200,10 +211,15 @@ impl Lifecycle {
         self.not_before = None;
         self.same_exit = None;
         self.reasons.clear();
+        self.spawns = 0;
+        self.spawn_errors = 0;
     }
 
     /// A worker failed before it was ready, described by `reason`.
     pub(crate) fn on_early_death(&mut self, now: Instant, death: EarlyDeath, reason: String) {
+        if matches!(death, EarlyDeath::SpawnError { .. }) {
+            self.spawn_errors = self.spawn_errors.saturating_add(1);
+        }
         self.reasons.push(reason.clone());
         if self.reasons.len() > 8 {
             self.reasons.remove(0);
@@ -251,11 +267,19 @@ impl Lifecycle {
                 .reasons
                 .last()
                 .map_or_else(String::new, |r| format!("; last: {r}"));
-            self.give_up(format!(
-                "no worker became ready within {:?} (does main call \
-                 procpool::serve_if_worker first?){why}",
-                self.startup_timeout
-            ));
+            if self.spawns > 0 && self.spawn_errors == self.spawns {
+                // Not one process was started: the program's main is not the question.
+                self.give_up(format!(
+                    "no worker process could be started within {:?}: all {} attempts failed{why}",
+                    self.startup_timeout, self.spawns
+                ));
+            } else {
+                self.give_up(format!(
+                    "no worker became ready within {:?} (does main call \
+                     procpool::serve_if_worker first?){why}",
+                    self.startup_timeout
+                ));
+            }
         }
     }
 
@@ -388,6 +412,35 @@ mod tests {
         l.check_startup(t + Duration::from_secs(500));
         assert!(l.fatal.is_none());
         assert!(l.startup_deadline().is_none());
+    }
+
+    #[test]
+    fn start_up_that_never_spawned_a_process_says_so() {
+        let t = now();
+        let spawn_error = || EarlyDeath::SpawnError {
+            message: "Too many open files (os error 24)".into(),
+            transient: true,
+        };
+        let mut l = Lifecycle::new(t, Duration::from_secs(5));
+        for _ in 0..3 {
+            l.on_spawn();
+            l.on_early_death(t, spawn_error(), "could not start a worker: EMFILE".into());
+        }
+        l.check_startup(t + Duration::from_secs(5));
+        let fatal = l.fatal.unwrap();
+        assert!(
+            fatal.contains("no worker process could be started within 5s: all 3 attempts")
+                && fatal.contains("EMFILE")
+                && !fatal.contains("serve_if_worker"),
+            "{fatal}"
+        );
+        // One process that did start (and hangs) keeps the question about main.
+        let mut l = Lifecycle::new(t, Duration::from_secs(5));
+        l.on_spawn();
+        l.on_spawn();
+        l.on_early_death(t, spawn_error(), "could not start a worker: EMFILE".into());
+        l.check_startup(t + Duration::from_secs(5));
+        assert!(l.fatal.unwrap().contains("serve_if_worker"));
     }
 
     #[test]
