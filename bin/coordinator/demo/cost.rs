@@ -350,16 +350,17 @@ fn process_rows(c: &Call, m: &Marks, w: procpool::WorkerPhases) -> Option<Vec<(R
         (
             row(
                 "kernel",
-                "write it back; the coordinator wakes, reads, decodes the result",
+                "write it back; the coordinator wakes up",
                 "pool mark",
             ),
             w.encoded_ns,
             m.done,
         ),
         (
+            // The pool stamps `done` when its driver wakes, before it reads the socket.
             row(
                 "caller",
-                "reorder: deliver to the request, apply() returns",
+                "read and decode the result, deliver it to the request, apply() returns",
                 "gap",
             ),
             m.done,
@@ -411,7 +412,7 @@ fn thread_rows(c: &Call, m: &Marks) -> Vec<(Row, i64)> {
         (
             row(
                 "caller",
-                "reorder: deliver to the request, apply() returns",
+                "deliver the result to the request, apply() returns",
                 "gap",
             ),
             m.done,

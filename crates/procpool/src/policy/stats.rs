@@ -77,7 +77,8 @@ pub struct JobSpan {
     pub queued: Duration,
     /// When it was sent, since the pool started.
     pub sent: Duration,
-    /// When its result arrived, since the pool started.
+    /// When its result arrived, since the pool started: the moment the pool's driver woke
+    /// to read it (reading and decoding the bytes come just after).
     pub done: Duration,
     /// How long the task itself ran.
     pub compute: Duration,
