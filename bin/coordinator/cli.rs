@@ -279,7 +279,8 @@ pub struct RunArgs {
     /// Record each finished width in FILE as it arrives (an append-only, checksummed
     /// journal, synced to disk at least once a second and at the end: a killed coordinator
     /// loses nothing recorded, a machine crash at most the last second), so that a run that
-    /// dies can be continued with --resume FILE. An existing FILE is refused unless --force.
+    /// dies can be continued with --resume FILE. An existing FILE is refused unless --force;
+    /// a FILE another run still has open is always refused.
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     pub journal: Option<PathBuf>,
     /// Continue the run recorded in the journal FILE: check that it is the same run (exit
